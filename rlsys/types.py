@@ -1,0 +1,88 @@
+"""Batch dataclasses shared across layers: token batches, completions, experiences.
+
+Conventions used everywhere in rlsys:
+
+* ``mask`` is True where a token counts (its log-prob enters the loss).
+* Per-token tensors are aligned with ``input_ids``: position ``t`` holds the quantity for token
+  ``t`` given tokens ``< t``. Position 0 of a row (and the first token of each packed document)
+  has no prediction, so its ``mask`` is False and its log-prob is 0.
+* ``seq_ids`` numbers the documents inside a (packed) row, starting at 1; 0 marks padding.
+  Attention never crosses documents; ``position_ids`` restart at 0 for each document.
+
+This module only defines containers; it does no I/O and imports only torch lazily for typing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass
+class TokenBatch:
+    """A right-padded (or packed) batch of token rows for the learner.
+
+    Attributes:
+        input_ids: (B, T) long token ids.
+        position_ids: (B, T) long, restarting at 0 per document.
+        seq_ids: (B, T) long document index within the row, 1-based; 0 = padding.
+        mask: (B, T) bool, True where the token is a training target.
+    """
+
+    input_ids: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    seq_ids: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T)
+
+    def to(self, device: Any) -> TokenBatch:
+        """Return a copy with every tensor moved to ``device``."""
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def num_tokens(self) -> int:
+        """Number of non-padding tokens."""
+        return int((self.seq_ids > 0).sum())
+
+
+@dataclass
+class Completion:
+    """One sampled response from a rollout engine.
+
+    Attributes:
+        prompt_index: index of the prompt in the batch handed to the engine.
+        prompt_ids: token ids of the (chat-templated) prompt.
+        response_ids: sampled token ids.
+        text: the decoded response.
+        logprobs: per-response-token log-probs under the engine's sampling distribution
+            (after temperature), same length as ``response_ids``.
+        finish_reason: ``"stop"`` (EOS/stop string) or ``"length"`` (hit max tokens).
+    """
+
+    prompt_index: int
+    prompt_ids: list[int]
+    response_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+
+
+@dataclass
+class Experience:
+    """A scored RL batch, one row per (prompt, response) sample, right-padded.
+
+    ``tokens.mask`` marks response tokens. Per-token tensors are (B, T) aligned with
+    ``tokens.input_ids``; per-sample tensors are (B,).
+    """
+
+    tokens: TokenBatch
+    rewards: torch.Tensor  # (B,) scalar reward per sample
+    group_ids: torch.Tensor  # (B,) long, samples of the same prompt share an id
+    rollout_logprobs: torch.Tensor  # (B, T) engine log-probs on response tokens, 0 elsewhere
+    old_logprobs: torch.Tensor | None = None  # (B, T) learner log-probs before the update
+    ref_logprobs: torch.Tensor | None = None  # (B, T) reference-policy log-probs
+    values: torch.Tensor | None = None  # (B, T) critic values (PPO only)
+    advantages: torch.Tensor | None = None  # (B, T)
+    returns: torch.Tensor | None = None  # (B, T) value targets (PPO only)
+    info: dict[str, Any] = field(default_factory=dict)
