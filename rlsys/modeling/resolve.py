@@ -1,0 +1,146 @@
+"""Resolve a model name to a local Hugging Face directory, building short names once.
+
+``resolve_model("path/to/dir")`` returns the directory unchanged (it must hold ``config.json``).
+A short name from ``MODELS`` (``smollm2-135m-instruct`` alias ``smollm2``, ``tiny-llama`` or
+``tiny-llama:<seed>``) is built on first use into the cache directory (``cache_dir`` argument,
+else ``$RLSYS_CACHE``, else ``~/.cache/rlsys/models``) and reused afterwards.
+
+Concurrency: a build holds an exclusive ``fcntl.flock`` on ``<cache>/.locks/<key>.lock``, writes
+into a private temporary directory and publishes it with one atomic ``os.rename``; a finished
+entry is therefore either absent or complete, and concurrent callers (processes or Ray actors on
+one machine) build it once. This module does not download anything and does not load models.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rlsys.modeling import builders
+from rlsys.registry import Registry
+
+Builder = Callable[[str, "str | None", str], None]  # (out_dir, arg, cache_dir)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A buildable short model name.
+
+    Attributes:
+        key: cache sub-directory stem (aliases share it, so they share one build).
+        build: writes the HF directory: ``build(out_dir, arg, cache_dir)``; ``arg`` is the text
+            after ``:`` in the name (e.g. a seed) or None.
+        description: one line shown in error messages and docs.
+    """
+
+    key: str
+    build: Builder
+    description: str
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def default_cache_dir() -> str:
+    """``$RLSYS_CACHE`` if set, else ``~/.cache/rlsys/models``."""
+    return os.environ.get("RLSYS_CACHE") or os.path.expanduser("~/.cache/rlsys/models")
+
+
+@contextmanager
+def _locked(cache_dir: str, key: str) -> Iterator[None]:
+    lock_dir = os.path.join(cache_dir, ".locks")
+    os.makedirs(lock_dir, exist_ok=True)
+    with open(os.path.join(lock_dir, f"{key}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_built(cache_dir: str, key: str, build: Callable[[str], None]) -> str:
+    """Return ``<cache_dir>/<key>``, running ``build(tmp_dir)`` once if it does not exist yet.
+
+    The build writes into a temporary sibling directory that is renamed into place only after
+    ``build`` returns; a failed build leaves no entry behind.
+    """
+    final = os.path.join(cache_dir, key)
+    if os.path.isdir(final):
+        return final
+    os.makedirs(cache_dir, exist_ok=True)
+    with _locked(cache_dir, key):
+        if os.path.isdir(final):  # another process finished while we waited for the lock
+            return final
+        tmp = tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache_dir)
+        try:
+            build(tmp)
+            os.rename(tmp, final)
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _tokenizer_dir(cache_dir: str) -> str:
+    return ensure_built(cache_dir, "smollm2-tokenizer", builders.build_smollm2_tokenizer)
+
+
+def _build_smollm2(out_dir: str, arg: str | None, cache_dir: str) -> None:
+    builders.build_smollm2(out_dir, arg)
+
+
+def _build_tiny_llama(out_dir: str, arg: str | None, cache_dir: str) -> None:
+    builders.build_tiny_llama(out_dir, arg, tokenizer_dir=_tokenizer_dir(cache_dir))
+
+
+_SMOLLM2 = ModelSpec(
+    "smollm2-135m-instruct", _build_smollm2, "SmolLM2-135M-Instruct (fp32, from the shipped GGUF)"
+)
+MODELS.register("smollm2-135m-instruct", _SMOLLM2)
+MODELS.register("smollm2", _SMOLLM2)
+MODELS.register(
+    "tiny-llama",
+    ModelSpec(
+        "tiny-llama",
+        _build_tiny_llama,
+        "random 2-layer 64-hidden Llama with the SmolLM2 tokenizer; 'tiny-llama:<seed>'",
+    ),
+)
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or name.startswith((".", "~")) or os.path.exists(name)
+
+
+def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
+    """Return a local HF model directory for a path or a short name from ``MODELS``.
+
+    Raises ``FileNotFoundError`` naming the path when a directory lacks ``config.json`` or a
+    path does not exist, and ``ValueError`` listing the known short names for an unknown name.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
+    if _looks_like_path(name_or_path):
+        path = os.path.expanduser(name_or_path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"model path {path!r} does not exist or is not a directory")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"model directory {path!r} has no config.json")
+        return path
+    short, _, arg = name_or_path.partition(":")
+    if short not in MODELS:
+        raise ValueError(
+            f"unknown model {name_or_path!r}: not an existing directory and not a short name; "
+            f"known short names: {', '.join(MODELS.names())}"
+        )
+    spec = MODELS.get(short)
+    cache = os.path.expanduser(cache_dir) if cache_dir else default_cache_dir()
+    key = spec.key if not arg else f"{spec.key}-{arg}"
+    if os.sep in key or key.startswith("."):
+        raise ValueError(f"invalid model argument in {name_or_path!r}")
+    return ensure_built(cache, key, lambda out: spec.build(out, arg or None, cache))
