@@ -1,0 +1,116 @@
+"""The ``rlsys`` command line: ``train``, ``validate``, ``eval``, ``serve``.
+
+User errors (a bad recipe, a missing file, bad data) print a message naming the field or file
+and exit with status 2, without a traceback. Heavy imports (Ray, torch, the service) happen
+inside the command that needs them, so ``rlsys --help`` and ``rlsys validate`` are quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rlsys.config import RecipeError, load_recipe
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlsys", description="Post-train LLMs with RL, SFT, DPO "
+                                "and CPT on Ray + vLLM + DeepSpeed.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def recipe_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("recipe", help="recipe YAML file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="override a recipe field (repeatable)")
+        return sp
+
+    train = recipe_cmd("train", "run every stage of a recipe")
+    train.add_argument("--address", default=None,
+                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.add_argument("--run-dir", default=None, help="output directory (overrides the recipe)")
+    recipe_cmd("validate", "check a recipe without running it")
+    ev = recipe_cmd("eval", "pass@k / maj@k of a checkpoint with the recipe's reward")
+    ev.add_argument("--checkpoint", required=True, help="HF model directory or short name")
+    ev.add_argument("--address", default=None, help="Ray cluster address")
+    ev.add_argument("--output", default=None, help="write the JSON report here")
+
+    serve = sub.add_parser("serve", help="run the reward-plugin REST service",
+                           description="Run the reward-plugin REST service (FastAPI + Redis).")
+    serve.add_argument("--host", default=os.environ.get("RLSYS_SERVICE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("RLSYS_SERVICE_PORT",
+                                                                      "8000")))
+    serve.add_argument("--redis-url", default=os.environ.get("RLSYS_REDIS_URL",
+                                                             "redis://127.0.0.1:6379/0"))
+    serve.add_argument("--token", default=None,
+                       help="bearer token (default: the RLSYS_API_TOKEN environment variable)")
+    return p
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    kinds = " -> ".join(f"{s.name}({s.kind})" for s in recipe.stages)
+    print(f"{args.recipe}: OK — recipe {recipe.name!r}, stages: {kinds}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    from rlsys.controller.runner import run_recipe
+
+    run_recipe(recipe, address=args.address, run_dir=args.run_dir)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    from rlsys.controller.evaluate import eval_checkpoint
+
+    eval_checkpoint(recipe, args.checkpoint, address=args.address, output=args.output)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from rewards.service import ServiceSettings, serve
+
+    kwargs = {"host": args.host, "port": args.port, "redis_url": args.redis_url}
+    if args.token:
+        kwargs["token"] = args.token
+    serve(ServiceSettings(**kwargs))
+    return 0
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [RecipeError, UserError, FileNotFoundError]
+    try:
+        from rlsys.data.sources import DataError
+
+        types.append(DataError)
+    except ImportError:  # pragma: no cover - data layer always present once installed
+        pass
+    return tuple(types)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlsys`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    handler = {"validate": _cmd_validate, "train": _cmd_train, "eval": _cmd_eval,
+               "serve": _cmd_serve}[args.command]
+    try:
+        return handler(args)
+    except _user_error_types() as exc:
+        print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlsys {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

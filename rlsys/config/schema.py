@@ -1,0 +1,298 @@
+"""The typed recipe: pydantic v2 models, frozen, ``extra="forbid"``, a description on every field.
+
+A recipe is shared sections (``model``, ``data``, ``rollout``, ``reward``, ``learner``,
+``cluster``, ``checkpoint``, ``logging``) plus an ordered list of ``stages``. Cross-field rules
+live in validators here; registry names (estimators, objectives, rewards, ...) are checked by
+``rlsys.config.load`` after parsing, so this module imports no torch.
+This module only describes configuration; it never runs anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SFT_KINDS = ("cpt", "sft")
+RL_KINDS = ("ppo", "grpo", "rloo", "reinforce_pp")
+DATA_GEN_KINDS = ("rejection_sampling", "preference_pairs", "self_instruct")
+STAGE_KINDS = (*SFT_KINDS, "dpo", *RL_KINDS, "eval", *DATA_GEN_KINDS)
+#: the advantage estimator each RL stage kind uses unless ``algo.estimator`` says otherwise
+DEFAULT_ESTIMATOR = {"ppo": "gae", "grpo": "grpo", "rloo": "rloo", "reinforce_pp": "reinforce_pp"}
+
+
+class Strict(BaseModel):
+    """Base: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(Strict):
+    path: str = Field(
+        "tiny-llama",
+        description="HF directory or a short name (smollm2-135m-instruct, tiny-llama[:seed]).",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Model dtype.")
+    system_prompt: str | None = Field(None, description="System message prepended to prompts.")
+
+
+class SourceConfig(Strict):
+    name: str = Field(..., description="Unique name of this data source.")
+    path: str | None = Field(None, description="JSONL/JSON/Parquet file or saved HF dataset dir.")
+    generator: str | None = Field(
+        None, description="Built-in generator instead of a file (e.g. 'arithmetic')."
+    )
+    generator_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                             description="Arguments for the generator.")
+    format: Literal["jsonl", "json", "parquet", "hf"] | None = Field(
+        None, description="File format; inferred from the extension when omitted.")
+    kind: Literal["text", "sft", "pair", "prompt"] = Field(
+        "sft", description="text: CPT; sft: prompt/response or messages; pair: chosen/rejected; "
+                           "prompt: RL/eval prompts with an answer.")
+    fields: dict[str, str] = Field(default_factory=dict,
+                                   description="Canonical name -> column name mapping.")
+    weight: float = Field(1.0, gt=0, description="Mixture weight (relative).")
+    split: Literal["train", "eval"] = Field("train", description="train or held-out eval.")
+    on_error: Literal["raise", "skip"] = Field("raise", description="Malformed rows: fail or skip "
+                                                                    "and count.")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceConfig:
+        if (self.path is None) == (self.generator is None):
+            raise ValueError("give exactly one of 'path' or 'generator'")
+        return self
+
+
+class DataConfig(Strict):
+    sources: list[SourceConfig] = Field(default_factory=list, description="All data sources.")
+    max_len: int = Field(512, gt=8, description="Max tokens per encoded example (truncates).")
+    mask_mode: Literal["none", "prompt", "template", "assistant"] = Field(
+        "prompt", description="SFT label masking mode (see the seed tutorial).")
+    packing: bool = Field(True, description="Pack examples into rows of max_tokens_per_row.")
+    max_tokens_per_row: int = Field(1024, gt=8, description="Row length when packing.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> DataConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate source names: {dupes}")
+        if self.packing and self.max_tokens_per_row < self.max_len:
+            raise ValueError("max_tokens_per_row must be >= max_len when packing")
+        return self
+
+
+class RolloutConfig(Strict):
+    engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
+    num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
+    num_cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per rollout worker.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout worker.")
+    n: int = Field(4, ge=1, description="Responses sampled per prompt (the group size).")
+    prompts_per_step: int = Field(8, ge=1, description="Prompts per RL step.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra engine args.")
+
+
+class RewardConfig(Strict):
+    type: str = Field("math", description="Reward registry name (math, code, format, model, "
+                                          "remote, weighted, or a plugin).")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Reward constructor args.")
+    url: str | None = Field(None, description="Service URL for type=remote.")
+    num_workers: int = Field(1, ge=1, description="Reward worker actors.")
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> RewardConfig:
+        if self.type == "remote" and not (self.url or self.kwargs.get("url")):
+            raise ValueError("reward type 'remote' needs 'url'")
+        return self
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "cosine", "rewarm", "wsd"] = Field(
+        "cosine", description="LR schedule (learner.schedules.SCHEDULES).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor as a fraction of peak LR.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Schedule-specific args.")
+
+
+class LearnerConfig(Strict):
+    num_ranks: int = Field(1, ge=1, description="Learner ranks (one Ray actor each).")
+    num_cpus_per_rank: float = Field(1.0, gt=0, description="Ray CPUs per rank.")
+    num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank.")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
+    micro_batch_size: int = Field(8, ge=1, description="Rows per forward/backward.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+
+    @model_validator(mode="after")
+    def _betas(self) -> LearnerConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("betas must be in [0, 1)")
+        return self
+
+
+class ClusterConfig(Strict):
+    address: str | None = Field(None, description="Ray address; RAY_ADDRESS env wins if set.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
+    timeout_s: float = Field(900.0, gt=0, description="Timeout of any one remote call.")
+
+
+class CheckpointConfig(Strict):
+    every_n_steps: int = Field(0, ge=0, description="Save every N steps (0: end of stage only).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept per stage.")
+    resume: bool = Field(True, description="Resume from the latest checkpoint in the run dir.")
+
+
+class LoggingConfig(Strict):
+    run_dir: str = Field("runs/{name}", description="Output dir; {name} is the recipe name.")
+    tensorboard: bool = Field(True, description="Write TensorBoard events.")
+    progress: bool = Field(True, description="Show a progress bar.")
+    plot: bool = Field(True, description="Write PNG curves at the end of each stage.")
+
+
+class AlgoConfig(Strict):
+    estimator: str | None = Field(None, description="Advantage estimator (default from kind).")
+    objective: str = Field("ppo_clip", description="Policy objective registry name.")
+    aggregation: str = Field("token_mean", description="Loss aggregation registry name.")
+    norm_std: bool = Field(True, description="GRPO: divide by group std (False = Dr.GRPO).")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    clip_low: float = Field(0.2, gt=0, lt=1, description="PPO lower clip (ratio >= 1-clip_low).")
+    clip_high: float = Field(0.2, gt=0, description="PPO upper clip (DAPO: > clip_low).")
+    clip_c: float | None = Field(None, gt=1, description="Dual-clip constant (None: off).")
+    value_clip: float = Field(0.2, gt=0, description="PPO critic value clip.")
+    kl_coef: float = Field(0.0, ge=0, description="KL coefficient (0: no reference model).")
+    kl_mode: Literal["loss", "reward"] = Field("loss", description="KL as loss term or reward "
+                                                                   "penalty.")
+    kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each batch.")
+    num_minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
+    tis_cap: float | None = Field(None, gt=0, description="Truncated-IS cap for rollout/learner "
+                                                          "mismatch (None: off).")
+    dynamic_sampling: bool = Field(False, description="DAPO: drop all-equal-reward groups, refill.")
+    max_refill_rounds: int = Field(3, ge=0, description="Refill attempts for dynamic sampling.")
+    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong buffer (0: off).")
+    overlong_penalty: float = Field(1.0, ge=0, description="Max penalty of overlong shaping.")
+    async_rollout: bool = Field(False, description="Overlap generation of step t+1 with training.")
+    max_staleness: int = Field(1, ge=0, description="Max policy versions a batch may lag.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> AlgoConfig:
+        if self.num_minibatches > 1 and self.ppo_epochs < 1:
+            raise ValueError("ppo_epochs must be >= 1")
+        if self.async_rollout and self.max_staleness < 1:
+            raise ValueError("async_rollout needs max_staleness >= 1")
+        return self
+
+
+class DPOConfig(Strict):
+    loss: str = Field("sigmoid", description="DPO loss: sigmoid, ipo, cdpo.")
+    beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO label noise epsilon.")
+
+
+class EvalConfig(Strict):
+    sources: list[str] = Field(default_factory=list, description="Eval sources (default: all "
+                                                                 "split=eval sources).")
+    num_prompts: int | None = Field(None, ge=1, description="Limit prompts per source.")
+    k: int = Field(1, ge=1, description="Samples per prompt (pass@k, maj@k).")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy (then k must be 1).")
+    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
+
+    @model_validator(mode="after")
+    def _greedy(self) -> EvalConfig:
+        if self.temperature == 0 and self.k > 1:
+            raise ValueError("greedy eval (temperature 0) needs k = 1")
+        return self
+
+
+class GenerateConfig(Strict):
+    output: str = Field(..., description="Dataset file written (relative to the run dir).")
+    k: int = Field(4, ge=1, description="Samples per prompt.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
+    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
+    num_prompts: int | None = Field(None, ge=1, description="Limit prompts.")
+    min_margin: float = Field(0.0, ge=0, description="preference_pairs: min reward margin.")
+    threshold: float = Field(1.0, description="rejection_sampling: min reward to keep.")
+
+
+class StageConfig(Strict):
+    name: str = Field(..., description="Unique stage name (used in the run dir).")
+    kind: Literal[STAGE_KINDS] = Field(..., description="What the stage does.")  # type: ignore[valid-type]
+    steps: int = Field(1, ge=1, description="Optimizer steps (RL: rollout-update iterations).")
+    batch_size: int = Field(8, ge=1, description="Examples (SFT/DPO) or prompts (RL) per step.")
+    sources: list[str] = Field(default_factory=list,
+                               description="Training sources by name (default: all that fit).")
+    lr: float | None = Field(None, gt=0, description="Override learner.lr for this stage.")
+    eval_before: bool = Field(False, description="Run the eval before the stage.")
+    eval_after: bool = Field(False, description="Run the eval after the stage.")
+    eval_every: int = Field(0, ge=0, description="Also eval every N steps (0: off).")
+    algo: AlgoConfig | None = Field(None, description="RL options (RL kinds only).")
+    dpo: DPOConfig | None = Field(None, description="DPO options (dpo only).")
+    generate: GenerateConfig | None = Field(None, description="Synthetic-data options.")
+
+    @model_validator(mode="after")
+    def _sections(self) -> StageConfig:
+        if self.algo is not None and self.kind not in RL_KINDS:
+            raise ValueError(f"'algo' is only for RL stages {RL_KINDS}, not {self.kind!r}")
+        if self.dpo is not None and self.kind != "dpo":
+            raise ValueError("'dpo' options are only for kind 'dpo'")
+        if self.kind in DATA_GEN_KINDS and self.generate is None:
+            raise ValueError(f"kind {self.kind!r} needs a 'generate' section")
+        return self
+
+    @property
+    def algo_or_default(self) -> AlgoConfig:
+        """The RL options, defaults filled in."""
+        return self.algo or AlgoConfig()
+
+    @property
+    def estimator(self) -> str:
+        """The advantage estimator: ``algo.estimator`` or the kind's default."""
+        return self.algo_or_default.estimator or DEFAULT_ESTIMATOR[self.kind]
+
+
+class Recipe(Strict):
+    name: str = Field(..., description="Recipe name (run dir default uses it).")
+    seed: int = Field(0, description="Global seed.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The policy model.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data sources and encoding.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout workers.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward.")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner group.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig,
+                                         description="Checkpointing.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Outputs.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    stages: list[StageConfig] = Field(..., min_length=1, description="Stages, run in order.")
+
+    @model_validator(mode="after")
+    def _cross(self) -> Recipe:
+        names = [s.name for s in self.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate stage names: {dupes}")
+        known = {s.name for s in self.data.sources}
+        for i, stage in enumerate(self.stages):
+            missing = [s for s in stage.sources if s not in known]
+            if missing:
+                raise ValueError(f"stages.{i}.sources: unknown source(s) {missing}; "
+                                 f"known: {sorted(known)}")
+            if stage.kind == "ppo" and stage.estimator != "gae":
+                raise ValueError(f"stages.{i}: ppo needs the 'gae' estimator (critic)")
+        missing = [s for s in self.eval.sources if s not in known]
+        if missing:
+            raise ValueError(f"eval.sources: unknown source(s) {missing}")
+        if self.rollout.n < 2 and any(s.estimator in ("grpo", "dr_grpo", "rloo")
+                                      for s in self.stages if s.kind in RL_KINDS):
+            raise ValueError("rollout.n must be >= 2 for group-baseline estimators")
+        return self
