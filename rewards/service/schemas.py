@@ -1,0 +1,94 @@
+"""Request/response bodies of the reward service (they make up its OpenAPI schema).
+
+Validation failures become 422 with the field path; the batch-size limit is checked in the
+handler (413) because it is a resource limit, not a malformed body.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Item(BaseModel):
+    """One item to score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="The prompt the response answers.")
+    response: str = Field(description="The model's response.")
+    reference: Any = Field(None, description="Reward-specific reference (e.g. the gold answer "
+                                             "for math, test code for code).")
+
+
+class ScoreRequest(BaseModel):
+    """A batch of items for one reward."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Item] = Field(description="Items to score (at most max_batch).")
+
+
+class ScoreResponse(BaseModel):
+    """One score and one error slot per item, in order; a failed item has a null score."""
+
+    scores: list[float | None]
+    errors: list[str | None]
+
+
+class PluginSpec(BaseModel):
+    """A remote reward plugin: a server speaking this same REST contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Reward name, also its name on the "
+                                                        "plugin server.")
+    url: str = Field(max_length=2048, description="Base URL, http(s)://host[:port][/prefix].")
+    timeout_s: float | None = Field(None, gt=0, le=600,
+                                    description="Per-call timeout; default plugin_timeout_s.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"url is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"url scheme must be http or https, got {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("url must name a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url must not contain credentials (user:password@)")
+        if parts.query or parts.fragment or re.search(r"\s", url):
+            raise ValueError("url must not contain a query, fragment or whitespace")
+        return url.rstrip("/")
+
+
+class RewardInfo(BaseModel):
+    """A reward the service can score."""
+
+    name: str
+    kind: Literal["builtin", "plugin"]
+    url: str | None = None
+    input_schema: dict[str, Any]
+
+
+class RewardList(BaseModel):
+    """Built-ins plus registered plugins; ``plugins_available`` is False when Redis is down."""
+
+    rewards: list[RewardInfo]
+    plugins_available: bool
+
+
+class Health(BaseModel):
+    """Liveness; ``redis`` says whether the shared store is reachable."""
+
+    status: Literal["ok"]
+    redis: Literal["ok", "down"]

@@ -1,0 +1,136 @@
+"""Scoring behind ``POST /v1/rewards/{name}/score``: built-ins in-process, plugins by proxy.
+
+Built-in rewards (``math``, ``code``, ``format``) are built once per app and run in the
+threadpool (they are CPU-bound; the event loop keeps serving). Their successful scores are cached
+in Redis by ``cache_key`` (errors are not cached: they may be transient); when Redis is down the
+cache is simply skipped. Registered plugins are called through ``RemoteReward``; their failures
+become per-item errors. Plugin scores are not cached (a plugin may change behind its URL).
+This module knows nothing of HTTP status codes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from rewards import get_reward
+from rewards.base import Reward, RewardItem, Score
+from rewards.remote import RemoteReward
+from rewards.service.metrics import ServiceMetrics
+from rewards.service.store import RedisStore, StoreUnavailable, cache_key
+
+BUILTINS = ("math", "code", "format")
+
+
+def safe_score(reward: Reward, items: Sequence[RewardItem]) -> list[Score]:
+    """``reward.score(items)``, turning a crash or a wrong-length answer into per-item errors."""
+    name = getattr(reward, "name", "reward")
+    try:
+        scores = list(reward.score(items))
+    except Exception as exc:  # noqa: BLE001 - a failing reward must not become a 500
+        return [Score(None, error=f"reward {name!r} failed: {type(exc).__name__}: {exc}")
+                for _ in items]
+    if len(scores) != len(items):
+        msg = f"reward {name!r} returned {len(scores)} scores for {len(items)} items"
+        return [Score(None, error=msg) for _ in items]
+    return scores
+
+
+class Scorer:
+    """Holds the built-in reward instances and plugin clients of one app."""
+
+    def __init__(self, metrics: ServiceMetrics, store: Callable[[], RedisStore | None],
+                 cache_ttl_s: int, plugin_timeout_s: float, max_batch: int) -> None:
+        self.metrics, self.store = metrics, store
+        self.cache_ttl_s, self.plugin_timeout_s, self.max_batch = (cache_ttl_s, plugin_timeout_s,
+                                                                   max_batch)
+        self._builtins: dict[str, Reward] = {}
+        self._remotes: dict[tuple[str, str, float], RemoteReward] = {}
+        self._lock = threading.Lock()
+
+    def builtin(self, name: str) -> Reward:
+        """The app's instance of built-in ``name`` (built on first use)."""
+        with self._lock:
+            if name not in self._builtins:
+                self._builtins[name] = get_reward(name)
+            return self._builtins[name]
+
+    async def score_builtin(self, name: str, items: Sequence[RewardItem]) -> list[Score]:
+        """Score with a built-in, using the Redis cache when it is reachable."""
+        try:
+            reward = await run_in_threadpool(self.builtin, name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing optional dependency
+            msg = f"reward {name!r} is unavailable: {type(exc).__name__}: {exc}"
+            return [Score(None, error=msg) for _ in items]
+        version = str(getattr(reward, "version", "1"))
+        keys = [cache_key(name, version, it.prompt, it.response, it.reference) for it in items]
+        cached = await self._cache_get(keys)
+        misses = [i for i, value in enumerate(cached) if value is None]
+        self.metrics.cache_hits.labels(name).inc(len(items) - len(misses))
+        self.metrics.cache_misses.labels(name).inc(len(misses))
+        fresh = await run_in_threadpool(safe_score, reward, [items[i] for i in misses])
+        out: list[Score] = [Score(value) if value is not None else Score(None)
+                            for value in cached]
+        to_cache: dict[str, float] = {}
+        for i, score in zip(misses, fresh, strict=True):
+            out[i] = score
+            if score.ok:
+                to_cache[keys[i]] = float(score.value)  # type: ignore[arg-type]
+            if name == "code":
+                status = score.info.get("status") if score.ok else "error"
+                self.metrics.sandbox_verdicts.labels(str(status or "unknown")).inc()
+        await self._cache_put(to_cache)
+        self._count(name, out)
+        return out
+
+    async def score_plugin(self, name: str, spec: dict[str, Any],
+                           items: Sequence[RewardItem]) -> list[Score]:
+        """Proxy to a registered plugin; every failure is a per-item error."""
+        remote = self._remote(name, spec["url"], float(spec.get("timeout_s")
+                                                        or self.plugin_timeout_s))
+        out = await run_in_threadpool(safe_score, remote, items)
+        self._count(name, out)
+        return out
+
+    def close(self) -> None:
+        """Close plugin HTTP clients."""
+        with self._lock:
+            for remote in self._remotes.values():
+                remote.close()
+            self._remotes.clear()
+
+    def _remote(self, name: str, url: str, timeout_s: float) -> RemoteReward:
+        key = (name, url, timeout_s)
+        with self._lock:
+            if key not in self._remotes:
+                # One quick retry for a dropped connection; the caller owns longer retry loops.
+                self._remotes[key] = RemoteReward(url, name=name, timeout_s=timeout_s,
+                                                  retries=1, backoff_s=0.1,
+                                                  batch_size=self.max_batch)
+            return self._remotes[key]
+
+    async def _cache_get(self, keys: list[str]) -> list[float | None]:
+        store = self.store()
+        if store is None or self.cache_ttl_s <= 0:
+            return [None] * len(keys)
+        try:
+            return await store.cache_get(keys)
+        except StoreUnavailable:
+            return [None] * len(keys)
+
+    async def _cache_put(self, values: dict[str, float]) -> None:
+        store = self.store()
+        if store is None or self.cache_ttl_s <= 0 or not values:
+            return
+        try:
+            await store.cache_put(values, self.cache_ttl_s)
+        except StoreUnavailable:
+            pass  # the cache is an optimisation; scores are already computed
+
+    def _count(self, name: str, scores: Sequence[Score]) -> None:
+        ok = sum(1 for s in scores if s.ok)
+        self.metrics.items.labels(name, "ok").inc(ok)
+        self.metrics.items.labels(name, "error").inc(len(scores) - ok)
