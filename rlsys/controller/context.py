@@ -1,0 +1,193 @@
+"""``RunContext``: what the stages of one run share — Ray, the run dir, data records, the
+tokenizer, and long-lived rollout/reward worker pools (re-pointed at new weights between stages
+instead of being restarted).
+
+It unpacks the recipe into plain arguments for the workers (config stops here). It does not
+implement any stage loop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rlsys.config import Recipe, SourceConfig
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray; True if we started it.
+
+    A local Ray gets ``num_cpus`` (default: all cores) and no dashboard.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    target = address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}}
+    if target:
+        ray.init(address=target, runtime_env=env, log_to_driver=True)
+        print(f"[ray] joined cluster at {target}", flush=True)
+        return False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env,
+             log_to_driver=True, configure_logging=False)
+    return True
+
+
+class RunContext:
+    """Shared state of one ``rlsys train`` / ``rlsys eval`` run. Use as a context manager."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, *, address: str | None = None,
+                 start_ray: bool = True) -> None:
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.address = address or recipe.cluster.address
+        self._started_ray = init_ray(self.address, recipe.cluster.num_cpus) if start_ray else False
+        self._records: dict[str, list[dict]] = {}
+        self._rollout = None
+        self._rollout_model: str | None = None
+        self._reward = None
+        self._base_model: str | None = None
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- models and data -------------------------------------------------------------------
+    def base_model_path(self) -> str:
+        """The recipe's model as a local HF directory (short names converted once and cached)."""
+        if self._base_model is None:
+            from rlsys.modeling import resolve_model
+
+            self._base_model = resolve_model(self.recipe.model.path)
+        return self._base_model
+
+    def source(self, name: str) -> SourceConfig:
+        """The source config named ``name``."""
+        for src in self.recipe.data.sources:
+            if src.name == name:
+                return src
+        raise KeyError(f"unknown data source {name!r}")
+
+    def records(self, name: str) -> list[dict]:
+        """Records of a source (canonical keys), loaded once; malformed rows per ``on_error``."""
+        if name not in self._records:
+            src = self.source(name)
+            if src.generator:
+                from rlsys.tasks import GENERATORS
+
+                self._records[name] = GENERATORS.get(src.generator)(**src.generator_kwargs)
+            else:
+                from rlsys.data.sources import load_records
+
+                loaded = load_records(self.resolve_path(src.path), format=src.format,
+                                      fields=src.fields, on_error=src.on_error,
+                                      source_name=src.name)
+                if loaded.skipped:
+                    print(f"[data] {name}: skipped {loaded.skipped} malformed row(s), e.g. "
+                          f"{loaded.errors[:1]}", flush=True)
+                self._records[name] = loaded.records
+            if not self._records[name]:
+                raise ValueError(f"data source {name!r} has no records")
+        return self._records[name]
+
+    def resolve_path(self, path: str) -> str:
+        """A data path: ``{run_dir}`` is expanded (synthetic stages write there)."""
+        return path.replace("{run_dir}", str(self.run_dir))
+
+    def stage_sources(self, stage_sources: list[str], kinds: tuple[str, ...]) -> list[str]:
+        """The stage's sources, or every train source whose kind is in ``kinds``."""
+        if stage_sources:
+            return list(stage_sources)
+        names = [s.name for s in self.recipe.data.sources
+                 if s.split == "train" and s.kind in kinds]
+        if not names:
+            raise ValueError(f"no train data source of kind {kinds} in the recipe")
+        return names
+
+    def eval_sources(self) -> list[str]:
+        """The held-out sources: ``eval.sources`` or every ``split: eval`` source."""
+        names = list(self.recipe.eval.sources) or [
+            s.name for s in self.recipe.data.sources if s.split == "eval"]
+        if not names:
+            raise ValueError("no eval source: set eval.sources or a source with split: eval")
+        return names
+
+    def stage_dir(self, stage: str) -> Path:
+        """``RUN_DIR/stages/NAME`` (created)."""
+        path = self.run_dir / "stages" / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # --- worker pools ------------------------------------------------------------------------
+    def rollout_pool(self, model_path: str):
+        """The rollout pool serving ``model_path`` (created once; new weights loaded in place)."""
+        rc = self.recipe.rollout
+        if self._rollout is None:
+            from actors.launch import launch_rollout_workers
+
+            self._rollout = launch_rollout_workers(
+                rc.num_workers, rc.engine, model_path, engine_kwargs=self._engine_kwargs(),
+                num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
+                system_prompt=self.recipe.model.system_prompt,
+                timeout_s=self.recipe.cluster.timeout_s)
+        elif self._rollout_model != model_path:
+            self._rollout.update_weights(load_hf_state_dict(model_path))
+        self._rollout_model = model_path
+        return self._rollout
+
+    def mark_rollout_weights(self, label: str) -> None:
+        """Record that the pool now holds weights other than a saved dir (after a sync)."""
+        self._rollout_model = label
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.recipe.rollout.engine_kwargs)
+        kwargs.setdefault("dtype", self.recipe.model.dtype)
+        return kwargs
+
+    def reward_pool(self):
+        """The reward pool for the recipe's reward (created once)."""
+        if self._reward is None:
+            from actors.launch import launch_reward_workers
+
+            self._reward = launch_reward_workers(self.recipe.reward.num_workers,
+                                                 self.reward_spec(),
+                                                 timeout_s=self.recipe.cluster.timeout_s)
+        return self._reward
+
+    def reward_spec(self) -> dict[str, Any]:
+        """Plain ``{"name", "kwargs"}`` for ``rewards.get_reward``."""
+        rc = self.recipe.reward
+        kwargs = dict(rc.kwargs)
+        if rc.url:
+            kwargs.setdefault("url", rc.url)
+        return {"name": rc.type, "kwargs": kwargs}
+
+    def close(self) -> None:
+        """Stop the pools (and Ray, if this context started it)."""
+        for pool in (self._rollout, self._reward):
+            if pool is not None:
+                pool.shutdown()
+        self._rollout = self._reward = None
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+
+
+def load_hf_state_dict(model_path: str):
+    """The packed state dict of a saved HF model directory (safetensors), for a weight sync."""
+    from safetensors.torch import load_file
+
+    from actors.weight_sync import pack_state_dict
+
+    state: dict = {}
+    for f in sorted(Path(model_path).glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    if not state:
+        raise FileNotFoundError(f"no *.safetensors weights in {model_path}")
+    return pack_state_dict(state)

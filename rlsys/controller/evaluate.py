@@ -1,0 +1,161 @@
+"""Evaluation: sample k responses per held-out prompt with the rollout workers, score them with
+the recipe's reward, and report pass@1, pass@k (unbiased estimator), maj@k, mean response length
+and truncation rate per data source, as a JSON report and a table.
+
+Used three ways: ``rlsys eval RECIPE --checkpoint DIR``, an ``eval`` stage, and the
+``eval_before``/``eval_after`` hooks of training stages. The estimators are pure functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from math import comb
+from pathlib import Path
+from typing import Any
+
+from rewards.base import RewardItem
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021, eq. 1): 1 - C(n-c, k) / C(n, k).
+
+    >>> round(pass_at_k(5, 1, 1), 6), pass_at_k(5, 0, 3), pass_at_k(4, 2, 3)
+    (0.2, 0.0, 1.0)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_correct(answers: list[str | None], correct: list[bool]) -> bool:
+    """maj@k for one prompt: the most common extracted answer (ties: first seen) is correct.
+
+    >>> majority_correct(["4", "5", "4"], [True, False, True])
+    True
+    >>> majority_correct([None, None, "4"], [False, False, True])
+    True
+    """
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(a for a in answers if a is not None and votes[a] == top)
+    return any(ok for a, ok in zip(answers, correct, strict=True) if a == winner)
+
+
+def _answer_of(score: Any, text: str) -> str | None:
+    info = getattr(score, "info", {}) or {}
+    if "extracted" in info:
+        return None if info["extracted"] is None else str(info["extracted"]).strip()
+    return text.strip() or None
+
+
+def _is_correct(score: Any, threshold: float = 1.0) -> bool:
+    info = getattr(score, "info", {}) or {}
+    if "correct" in info:
+        return bool(info["correct"])
+    return score.ok and score.value >= threshold
+
+
+def summarize(samples: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """Aggregate per-sample rows ``{prompt_id, correct, answer, length, truncated}``."""
+    by_prompt: dict[Any, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_prompt.setdefault(s["prompt_id"], []).append(s)
+    n_prompts = len(by_prompt)
+    p1 = sum(pass_at_k(len(v), sum(s["correct"] for s in v), 1) for v in by_prompt.values())
+    pk = sum(pass_at_k(len(v), sum(s["correct"] for s in v), min(k, len(v)))
+             for v in by_prompt.values())
+    maj = sum(majority_correct([s["answer"] for s in v], [s["correct"] for s in v])
+              for v in by_prompt.values())
+    correct = sum(s["correct"] for s in samples)
+    return {
+        "prompts": n_prompts, "samples": len(samples), "k": k,
+        "pass@1": p1 / max(n_prompts, 1), f"pass@{k}": pk / max(n_prompts, 1),
+        f"maj@{k}": maj / max(n_prompts, 1),
+        "mean_length": sum(s["length"] for s in samples) / max(len(samples), 1),
+        "truncation_rate": sum(s["truncated"] for s in samples) / max(len(samples), 1),
+        "correct": correct, "total": len(samples), "accuracy": correct / max(len(samples), 1),
+    }
+
+
+def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperature: float,
+             max_new_tokens: int, num_prompts: int | None, seed: int = 0) -> dict[str, Any]:
+    """Sample, score and summarise per source (and overall) for the model at ``model_path``."""
+    rollout = ctx.rollout_pool(model_path)
+    reward = ctx.reward_pool()
+    report: dict[str, Any] = {"model": model_path, "sources": {}}
+    all_samples: list[dict[str, Any]] = []
+    for name in sources:
+        records = ctx.records(name)[:num_prompts] if num_prompts else ctx.records(name)
+        completions = rollout.generate([r["prompt"] for r in records], n=k,
+                                       temperature=temperature, top_p=1.0,
+                                       max_new_tokens=max_new_tokens, seed=seed)
+        items = [RewardItem(records[c.prompt_index]["prompt"], c.text,
+                            records[c.prompt_index].get("answer")) for c in completions]
+        scores = reward.score(items)
+        samples = [{"prompt_id": (name, c.prompt_index), "correct": _is_correct(s),
+                    "answer": _answer_of(s, c.text), "length": len(c.response_ids),
+                    "truncated": c.finish_reason == "length"}
+                   for c, s in zip(completions, scores, strict=True)]
+        report["sources"][name] = summarize(samples, k)
+        all_samples += samples
+    report["overall"] = summarize(all_samples, k)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of a report."""
+    k = report["overall"]["k"]
+    cols = ["prompts", "pass@1", f"pass@{k}", f"maj@{k}", "mean_length", "truncation_rate"]
+    lines = ["source".ljust(16) + "".join(c.rjust(16) for c in cols)]
+    rows = list(report["sources"].items()) + [("overall", report["overall"])]
+    for name, r in rows:
+        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        lines.append(name[:16].ljust(16) + "".join(c.rjust(16) for c in cells))
+    return "\n".join(lines)
+
+
+def heldout_eval(ctx: Any, model_path: str) -> dict[str, Any]:
+    """The recipe's ``eval`` section on ``model_path``; returns the overall summary."""
+    ev = ctx.recipe.eval
+    report = evaluate(ctx, model_path, sources=ctx.eval_sources(), k=ev.k,
+                      temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                      num_prompts=ev.num_prompts, seed=ctx.recipe.seed)
+    return report["overall"]
+
+
+def run_eval_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+    """An ``eval`` stage: the full report to ``stages/NAME/report.json``; passes the model on."""
+    ev = ctx.recipe.eval
+    report = evaluate(ctx, model_path, sources=stage.sources or ctx.eval_sources(), k=ev.k,
+                      temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                      num_prompts=ev.num_prompts, seed=ctx.recipe.seed)
+    out = ctx.stage_dir(stage.name) / "report.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(format_table(report), flush=True)
+    return {"checkpoint": model_path, "report": str(out), **report["overall"]}
+
+
+def eval_checkpoint(recipe: Any, checkpoint: str, *, address: str | None = None,
+                    output: str | None = None) -> dict[str, Any]:
+    """``rlsys eval``: evaluate ``checkpoint`` (a dir or short name) with the recipe's eval."""
+    from rlsys.controller.context import RunContext
+    from rlsys.controller.runner import resolve_run_dir
+    from rlsys.modeling import resolve_model
+
+    model_path = resolve_model(checkpoint)
+    run_dir = resolve_run_dir(recipe, None)
+    with RunContext(recipe, run_dir, address=address) as ctx:
+        ev = recipe.eval
+        report = evaluate(ctx, model_path, sources=ctx.eval_sources(), k=ev.k,
+                          temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                          num_prompts=ev.num_prompts, seed=recipe.seed)
+    print(format_table(report), flush=True)
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2))
+        print(f"[eval] report written to {output}", flush=True)
+    return report
