@@ -1,0 +1,207 @@
+"""Rollout engine on Hugging Face ``transformers.generate`` (CPU or one GPU).
+
+Prompts are left-padded and sampled in batches with the KV cache (``num_return_sequences=n``);
+per-token log-probs come from ``output_logits`` (raw mode) or ``output_scores`` (processed
+mode, after temperature/top-p), so no second forward pass is needed. All ``n * prompts`` step
+logits are held until the batch ends, so ``max_batch_size`` (rows per ``generate`` call) bounds
+memory at about ``rows * max_new_tokens * vocab * 8`` bytes.
+
+This engine does not do continuous batching or paged attention (use vLLM for throughput).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from actors.engines.base import LOGPROBS_MODES, check_sampling_args, trim_at_stop
+from rlsys.types import Completion
+
+
+class HFEngine:
+    """``RolloutEngine`` backed by ``AutoModelForCausalLM.generate``.
+
+    Args:
+        model_path: local Hugging Face model directory (with tokenizer).
+        dtype: ``float32`` (CPU default), ``bfloat16`` or ``float16``.
+        device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
+        max_batch_size: most sequences (prompts x n) per ``generate`` call.
+        num_threads: if set, ``torch.set_num_threads`` for this process (worker processes only).
+        logprobs_mode: ``"raw"`` or ``"processed"`` (see ``actors.engines.base``).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        max_batch_size: int = 32,
+        num_threads: int | None = None,
+        logprobs_mode: str = "raw",
+    ) -> None:
+        from rlsys.modeling.load import load_causal_lm, load_tokenizer
+
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(
+                f"logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.model_path = model_path
+        self.device = torch.device(device)
+        self.max_batch_size = max_batch_size
+        self.logprobs_mode = logprobs_mode
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_causal_lm(model_path, dtype=dtype).to(self.device)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.eos_id = int(self.tokenizer.eos_token_id)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        stop_token_ids: list[int] | tuple[int, ...] = (),
+    ) -> list[Completion]:
+        """Sample ``n`` completions per prompt (see ``RolloutEngine.generate``).
+
+        ``temperature == 0`` means greedy decoding. With a ``seed`` the torch RNG is forked and
+        seeded, so the same call returns the same tokens and the process RNG is untouched.
+        """
+        check_sampling_args(prompt_ids, n=n, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens)
+        stop_ids = {self.eos_id, *map(int, stop_token_ids)}
+        prompts_per_call = max(1, self.max_batch_size // n)
+        devices = [self.device] if self.device.type == "cuda" else []
+        completions: list[Completion] = []
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(prompt_ids), prompts_per_call):
+                chunk = prompt_ids[start : start + prompts_per_call]
+                completions += self._generate_chunk(
+                    chunk, start, n=n, temperature=temperature, top_p=top_p,
+                    max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                )
+        return completions
+
+    def _generation_config(self, *, n: int, temperature: float, top_p: float,
+                           max_new_tokens: int, stop_ids: set[int]) -> Any:
+        from transformers import GenerationConfig
+
+        # An explicit config, so nothing is inherited from the checkpoint's generation_config
+        # (e.g. a default top_k=50 or a repetition penalty would change the distribution).
+        sample = temperature > 0
+        return GenerationConfig(
+            do_sample=sample, temperature=temperature if sample else None,
+            top_p=top_p if sample else None, top_k=0, max_new_tokens=max_new_tokens,
+            num_return_sequences=n, eos_token_id=sorted(stop_ids), pad_token_id=self.pad_id,
+            output_logits=True, output_scores=True, return_dict_in_generate=True,
+        )
+
+    @torch.no_grad()
+    def _generate_chunk(self, chunk: list[list[int]], first_index: int, *, n: int,
+                        temperature: float, top_p: float, max_new_tokens: int,
+                        stop_ids: set[int]) -> list[Completion]:
+        input_ids, attention_mask = self._left_pad(chunk)
+        config = self._generation_config(n=n, temperature=temperature, top_p=top_p,
+                                         max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                  generation_config=config)
+        new_tokens = out.sequences[:, input_ids.shape[1]:]  # (rows, steps)
+        step_logits = out.logits if self.logprobs_mode == "raw" else out.scores
+        logprobs = torch.stack(
+            [torch.log_softmax(step.float(), dim=-1).gather(-1, new_tokens[:, t : t + 1])[:, 0]
+             for t, step in enumerate(step_logits)], dim=1,
+        )  # (rows, steps)
+        completions = []
+        for row in range(new_tokens.shape[0]):
+            prompt_index = first_index + row // n
+            response, finish = trim_at_stop(new_tokens[row].tolist(), stop_ids)
+            completions.append(Completion(
+                prompt_index=prompt_index,
+                prompt_ids=list(chunk[row // n]),
+                response_ids=response,
+                text=self.tokenizer.decode(response, skip_special_tokens=True),
+                logprobs=logprobs[row, : len(response)].tolist(),
+                finish_reason=finish,
+            ))
+        return completions
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def score_logprobs(
+        self, prompt_ids: list[list[int]], response_ids: list[list[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced raw log-probs of ``response_ids[i]`` after ``prompt_ids[i]``.
+
+        Rows are right-padded (so default position ids are correct) and run in batches of
+        ``max_batch_size``.
+        """
+        from rlsys.algo.logprobs import token_logprobs
+
+        if len(prompt_ids) != len(response_ids):
+            raise ValueError(f"prompt_ids ({len(prompt_ids)}) and response_ids "
+                             f"({len(response_ids)}) must have the same length")
+        result: list[list[float]] = []
+        step = self.max_batch_size
+        for start in range(0, len(prompt_ids), step):
+            prompts = prompt_ids[start : start + step]
+            rows = [list(p) + list(r)
+                    for p, r in zip(prompts, response_ids[start : start + step], strict=True)]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+                mask[i, : len(r)] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            logprobs = token_logprobs(self.model(input_ids=ids, attention_mask=mask).logits, ids)
+            result += [logprobs[i, len(p) : len(rows[i])].tolist() for i, p in enumerate(prompts)]
+        return result
+
+    # ------------------------------------------------------------------ weights
+    @torch.no_grad()
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy tensors into the model's parameters/buffers by Hugging Face name, in place.
+
+        Unknown names raise ``KeyError``; shape mismatches raise ``ValueError``. Names absent
+        from ``named_tensors`` keep their values (partial updates are allowed).
+        """
+        state = self.model.state_dict()
+        for name, tensor in named_tensors:
+            if name not in state:
+                raise KeyError(f"load_weights: {name!r} is not a parameter of {self.model_path}")
+            target = state[name]
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise ValueError(f"load_weights: {name!r} has shape {tuple(tensor.shape)}, "
+                                 f"model expects {tuple(target.shape)}")
+            target.copy_(tensor)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's current state dict (shared storage; for tests and checkpoints)."""
+        return self.model.state_dict()
+
+    def close(self) -> None:
+        """Drop the model so its memory can be reclaimed."""
+        self.model = None
+        gc.collect()

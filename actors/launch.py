@@ -1,0 +1,300 @@
+"""Ray pools of rollout and reward workers -- the only module that calls ``ray.remote``.
+
+A pool owns ``num`` actors wrapping the plain ``RolloutWorker`` / ``RewardWorker`` classes. Work
+is split into contiguous shards (one per worker, order preserved on reassembly) that run in
+parallel. Every remote call has a deadline; a failure or timeout raises ``WorkerError`` naming
+the pool, the worker (index, pid), the phase (``"generate"``, ``"score"``, ``"sync"``,
+``"start"``) and the cause. A worker that died (``ray.exceptions.RayActorError``) is restarted
+once -- with the latest weights re-applied for rollout workers -- and its shard retried.
+
+Async overlap: ``RolloutPool.generate_async`` and ``RewardPool.score_async`` return
+``PendingShard`` objects (each holds an ``ObjectRef``); ``generate_and_score`` scores every
+generation shard as soon as it finishes while the other shards are still generating.
+
+This module does not decide what to generate or how to use scores (that is the controller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from actors.reward_worker import RewardWorker
+from actors.rollout import RolloutWorker
+from actors.weight_sync import PackedState, pack_state_dict
+from rewards import RewardItem, Score
+from rlsys.types import Completion
+
+
+class WorkerError(RuntimeError):
+    """A remote call on one pool worker failed or timed out."""
+
+    def __init__(self, pool: str, index: int, pid: int | None, phase: str, cause: BaseException):
+        self.pool, self.index, self.pid, self.phase, self.cause = pool, index, pid, phase, cause
+        super().__init__(f"{pool} worker {index} (pid {pid}) failed during {phase!r}: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+@dataclass
+class PendingShard:
+    """One in-flight shard: which worker, where the shard starts, its inputs, its result ref."""
+
+    worker: int
+    start: int
+    inputs: list[Any]
+    ref: ray.ObjectRef
+
+
+def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` chunks, sizes differing by at most one, empty ones dropped."""
+    base, extra = divmod(num_items, num_shards)
+    bounds, start = [], 0
+    for i in range(num_shards):
+        end = start + base + (1 if i < extra else 0)
+        if end > start:
+            bounds.append((start, end))
+        start = end
+    return bounds
+
+
+class _Pool:
+    """Actors of one plain class: spawn, ping, restart, and deadline-bounded gets with retry."""
+
+    name = "pool"
+
+    def __init__(self, cls: type, num: int, args: tuple, kwargs: dict[str, Any], *,
+                 num_cpus: float, timeout_s: float) -> None:
+        if num < 1:
+            raise ValueError(f"{self.name}: num workers must be >= 1, got {num}")
+        self._remote_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(cls)
+        self._args, self._kwargs = args, kwargs
+        self.timeout_s = timeout_s
+        self.handles: list[Any] = [self._remote_cls.remote(*args, **kwargs) for _ in range(num)]
+        self.pids: list[int | None] = [None] * num
+        pings = [h.ping.remote() for h in self.handles]
+        for i, ref in enumerate(pings):
+            self.pids[i] = self._get(i, ref, "start")["pid"]
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def _get(self, index: int, ref: Any, phase: str, timeout: float | None = None) -> Any:
+        try:
+            return ray.get(ref, timeout=self.timeout_s if timeout is None else timeout)
+        except (RayActorError, GetTimeoutError) as exc:
+            raise WorkerError(self.name, index, self.pids[index], phase, exc) from exc
+        except ray.exceptions.RayTaskError as exc:
+            raise WorkerError(self.name, index, self.pids[index], phase, exc.cause or exc) from exc
+
+    def restart(self, index: int) -> None:
+        """Kill worker ``index`` (if alive) and start a fresh one in its place."""
+        try:
+            ray.kill(self.handles[index], no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead is fine
+            pass
+        self.handles[index] = self._remote_cls.remote(*self._args, **self._kwargs)
+        self.pids[index] = self._get(index, self.handles[index].ping.remote(), "start")["pid"]
+        self._after_restart(index)
+
+    def _after_restart(self, index: int) -> None:
+        """Hook: bring a fresh worker up to date (rollout pools re-apply weights)."""
+
+    def call_with_retry(self, index: int, method: str, *args: Any, phase: str,
+                        **kwargs: Any) -> Any:
+        """``handles[index].method(*args, **kwargs)``; a dead worker is restarted once."""
+        ref = getattr(self.handles[index], method).remote(*args, **kwargs)
+        return self._resolve(PendingShard(index, 0, list(args), ref), method, phase, kwargs)
+
+    def _resolve(self, shard: PendingShard, method: str, phase: str,
+                 kwargs: dict[str, Any]) -> Any:
+        """Wait for ``shard``; on a dead worker restart it and resubmit the same inputs once."""
+        try:
+            return self._get(shard.worker, shard.ref, phase)
+        except WorkerError as exc:
+            if not isinstance(exc.cause, RayActorError):
+                raise
+        self.restart(shard.worker)
+        handle = self.handles[shard.worker]
+        shard.ref = getattr(handle, method).remote(*shard.inputs, **kwargs)
+        return self._get(shard.worker, shard.ref, phase)
+
+    def ping_all(self) -> list[dict[str, Any]]:
+        """``ping()`` of every worker, in order."""
+        refs = [h.ping.remote() for h in self.handles]
+        return [self._get(i, ref, "ping") for i, ref in enumerate(refs)]
+
+    def close(self) -> None:
+        """Kill every worker of the pool."""
+        for handle in self.handles:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
+        self.handles = []
+
+
+class RolloutPool(_Pool):
+    """``num`` Ray ``RolloutWorker`` actors with sharded generation and weight sync."""
+
+    name = "rollout"
+
+    def __init__(self, num: int, engine: str, model_path: str, *,
+                 engine_kwargs: dict[str, Any] | None = None, chat_template: bool = True,
+                 system_prompt: str | None = None, num_cpus: float = 1,
+                 timeout_s: float = 600.0) -> None:
+        kwargs = {"engine_kwargs": engine_kwargs or {}, "chat_template": chat_template,
+                  "system_prompt": system_prompt}
+        self._weights: tuple[Any, int] | None = None  # (payload ref, version)
+        super().__init__(RolloutWorker, num, (engine, model_path), kwargs, num_cpus=num_cpus,
+                         timeout_s=timeout_s)
+
+    @property
+    def weights_version(self) -> int:
+        """Version of the latest weights pushed with ``sync_weights`` (0 = initial)."""
+        return self._weights[1] if self._weights else 0
+
+    def _after_restart(self, index: int) -> None:
+        if self._weights is not None:
+            ref, version = self._weights
+            self._get(index, self.handles[index].update_weights.remote(ref, version), "sync")
+
+    def generate_async(self, prompts: Sequence[Any], **sampling: Any) -> list[PendingShard]:
+        """Start generation: one contiguous shard of ``prompts`` per worker.
+
+        ``sampling`` holds ``RolloutWorker.generate`` keywords; a ``seed`` becomes
+        ``seed + shard start`` per shard, so a retried shard resamples the same tokens.
+        """
+        shards = []
+        for worker, (start, end) in enumerate(shard_bounds(len(prompts), len(self.handles))):
+            kwargs = self._shard_kwargs(sampling, start)
+            ref = self.handles[worker].generate.remote(list(prompts[start:end]), **kwargs)
+            shards.append(PendingShard(worker, start, [list(prompts[start:end])], ref))
+        return shards
+
+    @staticmethod
+    def _shard_kwargs(sampling: dict[str, Any], start: int) -> dict[str, Any]:
+        kwargs = dict(sampling)
+        if kwargs.get("seed") is not None:
+            kwargs["seed"] = kwargs["seed"] + start
+        return kwargs
+
+    def wait_shard(self, shard: PendingShard, **sampling: Any) -> list[Completion]:
+        """Result of one generation shard, ``prompt_index`` made global; retries a dead worker."""
+        completions = self._resolve(shard, "generate", "generate",
+                                    self._shard_kwargs(sampling, shard.start))
+        for completion in completions:
+            completion.prompt_index += shard.start
+        return completions
+
+    def generate(self, prompts: Sequence[Any], **sampling: Any) -> list[Completion]:
+        """Sharded ``generate``: ``n`` completions per prompt, grouped in prompt order."""
+        shards = self.generate_async(prompts, **sampling)
+        return [c for shard in shards for c in self.wait_shard(shard, **sampling)]
+
+    def sync_weights(self, state: Mapping[str, Any] | PackedState) -> int:
+        """Push new weights to every worker (``ray.put`` once); returns the new version.
+
+        The payload ref is kept so a restarted worker gets the same weights and version.
+        """
+        payload = state if isinstance(state, PackedState) else pack_state_dict(state)
+        version = self.weights_version + 1
+        self._weights = (ray.put(payload), version)
+        refs = [h.update_weights.remote(self._weights[0], version) for h in self.handles]
+        for i, ref in enumerate(refs):
+            shard = PendingShard(i, 0, [self._weights[0], version], ref)
+            self._resolve(shard, "update_weights", "sync", {})
+        return version
+
+    def score_logprobs(self, prompt_ids: list[list[int]],
+                       response_ids: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced log-probs, sharded over workers like ``generate``."""
+        pairs = list(zip(prompt_ids, response_ids, strict=True))
+        pending = []
+        for worker, (start, end) in enumerate(shard_bounds(len(pairs), len(self.handles))):
+            inputs = [prompt_ids[start:end], response_ids[start:end]]
+            ref = self.handles[worker].score_logprobs.remote(*inputs)
+            pending.append(PendingShard(worker, start, inputs, ref))
+        return [lp for s in pending for lp in self._resolve(s, "score_logprobs", "score", {})]
+
+
+class RewardPool(_Pool):
+    """``num`` Ray ``RewardWorker`` actors scoring ``RewardItem`` shards in parallel."""
+
+    name = "reward"
+
+    def __init__(self, num: int, reward_spec: dict[str, Any] | list[dict[str, Any]], *,
+                 num_cpus: float = 1, timeout_s: float = 300.0) -> None:
+        self._next = 0
+        super().__init__(RewardWorker, num, (reward_spec,), {}, num_cpus=num_cpus,
+                         timeout_s=timeout_s)
+
+    def score_async(self, items: Sequence[RewardItem], *, start: int = 0,
+                    spread: bool = True) -> list[PendingShard]:
+        """Start scoring: split ``items`` over all workers (``spread``) or send them to the
+        next worker round-robin. ``start`` offsets the shards' positions."""
+        if not spread:
+            worker, self._next = self._next, (self._next + 1) % len(self.handles)
+            ref = self.handles[worker].score.remote(list(items))
+            return [PendingShard(worker, start, [list(items)], ref)]
+        pending = []
+        for worker, (lo, hi) in enumerate(shard_bounds(len(items), len(self.handles))):
+            ref = self.handles[worker].score.remote(list(items[lo:hi]))
+            pending.append(PendingShard(worker, start + lo, [list(items[lo:hi])], ref))
+        return pending
+
+    def wait(self, pending: Sequence[PendingShard]) -> list[Score]:
+        """Scores of ``pending`` shards concatenated in order; retries a dead worker once."""
+        return [s for shard in pending for s in self._resolve(shard, "score", "score", {})]
+
+    def score(self, items: Sequence[RewardItem]) -> list[Score]:
+        """Score ``items`` across the pool; one ``Score`` per item, in order."""
+        return self.wait(self.score_async(items))
+
+
+def generate_and_score(
+    rollout: RolloutPool,
+    reward: RewardPool,
+    prompts: Sequence[Any],
+    to_items: Callable[[list[Completion]], list[RewardItem]],
+    **sampling: Any,
+) -> tuple[list[Completion], list[Score]]:
+    """Generate on ``rollout`` and score on ``reward``, overlapping the two.
+
+    As soon as any generation shard finishes (``ray.wait``), its completions (with global
+    ``prompt_index``) go through ``to_items`` and are sent for scoring while the remaining
+    shards still generate. Returns completions and scores, both in prompt order.
+    """
+    gen = rollout.generate_async(prompts, **sampling)
+    by_ref = {shard.ref: shard for shard in gen}
+    done: dict[int, tuple[list[Completion], list[PendingShard]]] = {}
+    while by_ref:
+        ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=rollout.timeout_s)
+        if not ready:  # nothing finished in time: let wait_shard raise the timeout error
+            ready = [next(iter(by_ref))]
+        shard = by_ref.pop(ready[0])
+        completions = rollout.wait_shard(shard, **sampling)
+        done[shard.start] = (completions, reward.score_async(to_items(completions),
+                                                             spread=False))
+    completions, scores = [], []
+    for start in sorted(done):
+        completions += done[start][0]
+        scores += reward.wait(done[start][1])
+    return completions, scores
+
+
+def launch_rollout_workers(num: int, engine: str, model_path: str,
+                           engine_kwargs: dict[str, Any] | None = None, num_cpus: float = 1,
+                           **kwargs: Any) -> RolloutPool:
+    """Start ``num`` rollout actors (Ray must be initialised); ``kwargs`` go to ``RolloutPool``."""
+    return RolloutPool(num, engine, model_path, engine_kwargs=engine_kwargs, num_cpus=num_cpus,
+                       **kwargs)
+
+
+def launch_reward_workers(num: int, reward_spec: dict[str, Any] | list[dict[str, Any]],
+                          num_cpus: float = 1, **kwargs: Any) -> RewardPool:
+    """Start ``num`` reward actors (Ray must be initialised); ``kwargs`` go to ``RewardPool``."""
+    return RewardPool(num, reward_spec, num_cpus=num_cpus, **kwargs)

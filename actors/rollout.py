@@ -1,0 +1,128 @@
+"""``RolloutWorker``: prompts in, sampled ``Completion`` objects out, weights swapped in place.
+
+A plain class (no Ray): ``actors.launch`` wraps it with ``ray.remote``. It owns one rollout
+engine (``actors.engines``) and the tokenizer that turns chat prompts into token ids. It does
+not score, batch across workers, or keep any training state beyond a weights version counter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from actors.engines.base import build_engine
+from actors.weight_sync import PackedState, unpack_state_dict
+from rlsys.types import Completion
+
+Prompt = str | list[dict[str, str]] | list[int]
+
+
+class RolloutWorker:
+    """One rollout engine plus chat templating and a weights version.
+
+    Args:
+        engine: engine registry name (``"hf"`` or ``"vllm"``).
+        model_path: local Hugging Face directory (model + tokenizer).
+        engine_kwargs: extra keyword arguments for the engine constructor.
+        chat_template: wrap string prompts as a user message and apply the tokenizer's chat
+            template (``add_generation_prompt=True``); False tokenizes the raw string.
+        system_prompt: prepended as a system message to chat prompts that have none.
+    """
+
+    def __init__(
+        self,
+        engine: str,
+        model_path: str,
+        *,
+        engine_kwargs: dict[str, Any] | None = None,
+        chat_template: bool = True,
+        system_prompt: str | None = None,
+    ) -> None:
+        from rlsys.modeling.load import load_tokenizer
+
+        self.engine_name = engine
+        self.model_path = model_path
+        self.chat_template = chat_template
+        self.system_prompt = system_prompt
+        self.tokenizer = load_tokenizer(model_path)
+        self.engine = build_engine(engine, model_path, **(engine_kwargs or {}))
+        self.weights_version = 0
+
+    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids per prompt: a list of ints passes through; text/messages are templated."""
+        return [self._encode_one(p, i) for i, p in enumerate(prompts)]
+
+    def _encode_one(self, prompt: Prompt, index: int) -> list[int]:
+        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and prompt:
+            return list(prompt)
+        if not self.chat_template:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompts[{index}]: chat_template=False needs a str or token ids, "
+                                f"got {type(prompt).__name__}")
+            return self.tokenizer(prompt)["input_ids"]
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+            messages = list(prompt)
+        else:
+            raise TypeError(f"prompts[{index}]: expected str, list of messages or token ids, "
+                            f"got {prompt!r:.80}")
+        if self.system_prompt is not None and messages[0].get("role") != "system":
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        # The template already holds the special tokens (e.g. <|im_start|>).
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        stop_token_ids: Sequence[int] = (),
+    ) -> list[Completion]:
+        """``n`` completions per prompt, grouped by prompt; ``prompt_index`` is call-local."""
+        return self.engine.generate(
+            self.encode(prompts), n=n, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, seed=seed, stop_token_ids=list(stop_token_ids),
+        )
+
+    def update_weights(
+        self, payload: PackedState | Mapping[str, torch.Tensor], version: int | None = None
+    ) -> int:
+        """Load new weights (a ``PackedState`` or a plain state dict); return the new version.
+
+        ``version`` sets the counter explicitly (a restarted worker re-applying the latest
+        weights reports the same version as its peers); otherwise it is incremented.
+        """
+        if isinstance(payload, PackedState):
+            self.engine.load_weights(unpack_state_dict(payload))
+        elif isinstance(payload, Mapping):
+            self.engine.load_weights(payload.items())
+        else:
+            raise TypeError(f"update_weights: payload must be a PackedState or a state dict, "
+                            f"got {type(payload).__name__}")
+        self.weights_version = self.weights_version + 1 if version is None else int(version)
+        return self.weights_version
+
+    def score_logprobs(
+        self, prompt_ids: list[list[int]], response_ids: list[list[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced raw log-probs of each response under the current weights."""
+        return self.engine.score_logprobs(prompt_ids, response_ids)
+
+    def ping(self) -> dict[str, Any]:
+        """Liveness and identity: pid, engine name, model path, weights version."""
+        return {"pid": os.getpid(), "engine": self.engine_name, "model_path": self.model_path,
+                "weights_version": self.weights_version}
+
+    def close(self) -> None:
+        """Shut the engine down."""
+        self.engine.close()

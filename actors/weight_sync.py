@@ -1,0 +1,168 @@
+"""Moving learner weights into rollout engines.
+
+CPU path (``pack_state_dict`` / ``unpack_state_dict`` / ``sync_weights``): the learner's rank 0
+turns its Hugging Face-named state dict into a ``PackedState`` -- one flat contiguous numpy
+buffer per dtype plus an index of ``(name, dtype, offset, shape)``. The controller ``ray.put``s
+it once; every rollout worker ``ray.get``s it. Ray stores numpy buffers out-of-band, so a worker
+on the same node maps the object-store memory read-only instead of unpickling a copy; unpacking
+returns views into that buffer, and the only copy is the final one into the model's parameters.
+bfloat16 has no numpy dtype, so its buffer travels as int16 and is re-viewed on unpack.
+
+GPU path (``NcclWeightBroadcaster``): the learner's rank 0 joins a ``StatelessProcessGroup``
+with the vLLM workers (which run ``actors.vllm_worker_ext.WeightSyncWorkerExtension``) and
+broadcasts each tensor over NCCL; see that module for the receiving side and
+``actors.engines.vllm.VLLMEngine.broadcast_weights`` for the orchestration.
+
+Not done here: CUDA-IPC handles for a learner colocated with vLLM on the same GPU (follow-up:
+export ``torch.multiprocessing.reductions.reduce_tensor`` handles per tensor and rebuild them in
+the worker extension -- zero copies, no NCCL group), and sharded/bucketed broadcast for models
+that do not fit one buffer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+# dtypes numpy cannot represent travel as a same-width integer view.
+_NUMPY_CARRIER = {torch.bfloat16: torch.int16}
+
+
+@dataclass
+class PackedState:
+    """A state dict as one flat buffer per dtype.
+
+    Attributes:
+        buffers: dtype name (e.g. ``"float32"``) -> 1-D numpy array holding every tensor of
+            that dtype back to back.
+        index: ``(name, dtype name, offset in elements, shape)`` per tensor, in state-dict order.
+    """
+
+    buffers: dict[str, np.ndarray]
+    index: list[tuple[str, str, int, tuple[int, ...]]]
+
+    @property
+    def nbytes(self) -> int:
+        """Total payload size in bytes."""
+        return sum(int(b.nbytes) for b in self.buffers.values())
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
+    """Copy ``state`` (any devices) into one contiguous CPU buffer per dtype.
+
+    Tensors sharing storage (tied embeddings) are packed once per name; that costs bytes, not
+    correctness. Raises ``TypeError`` on a non-tensor value.
+    """
+    groups: dict[torch.dtype, list[tuple[str, torch.Tensor]]] = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"pack_state_dict: {name!r} is {type(tensor).__name__}, not a Tensor")
+        groups.setdefault(tensor.dtype, []).append((name, tensor))
+    buffers: dict[str, np.ndarray] = {}
+    index: list[tuple[str, str, int, tuple[int, ...]]] = []
+    for dtype, items in groups.items():
+        total = sum(t.numel() for _, t in items)
+        flat = torch.empty(total, dtype=dtype)
+        offset = 0
+        for name, tensor in items:
+            numel = tensor.numel()
+            flat[offset : offset + numel].copy_(tensor.detach().reshape(-1))
+            index.append((name, _dtype_name(dtype), offset, tuple(tensor.shape)))
+            offset += numel
+        carrier = _NUMPY_CARRIER.get(dtype)
+        buffers[_dtype_name(dtype)] = (flat.view(carrier) if carrier else flat).numpy()
+    return PackedState(buffers=buffers, index=index)
+
+
+def unpack_state_dict(payload: PackedState) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` views into ``payload``'s buffers (no copies).
+
+    The views may be read-only (Ray object-store memory): copy them into the model, do not
+    write to them.
+    """
+    flats: dict[str, torch.Tensor] = {}
+    for dtype_name, array in payload.buffers.items():
+        dtype = getattr(torch, dtype_name)
+        with warnings.catch_warnings():
+            # Object-store arrays are read-only; the tensors are only ever read.
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.from_numpy(array)
+        carrier = _NUMPY_CARRIER.get(dtype)
+        flats[dtype_name] = flat.view(dtype) if carrier else flat
+    for name, dtype_name, offset, shape in payload.index:
+        numel = int(np.prod(shape)) if shape else 1
+        yield name, flats[dtype_name][offset : offset + numel].view(shape)
+
+
+def sync_weights(
+    state_dict: Mapping[str, torch.Tensor] | PackedState,
+    rollout_handles: Sequence[Any],
+    timeout: float = 300.0,
+) -> tuple[list[int], Any]:
+    """Push weights to Ray rollout actors: pack, ``ray.put`` once, ``update_weights`` on each.
+
+    Returns ``(weights versions reported by each worker, the payload ObjectRef)``; keep the ref
+    to re-apply the weights to a restarted worker. Raises ``ray.exceptions.GetTimeoutError``
+    past ``timeout`` seconds. ``actors.launch.RolloutPool.sync_weights`` adds per-worker error
+    reporting and restarts on top of this.
+    """
+    import ray
+
+    payload = state_dict if isinstance(state_dict, PackedState) else pack_state_dict(state_dict)
+    ref = ray.put(payload)
+    versions = ray.get([h.update_weights.remote(ref) for h in rollout_handles], timeout=timeout)
+    return list(versions), ref
+
+
+class NcclWeightBroadcaster:
+    """Learner rank-0 side of the NCCL weight broadcast to vLLM workers (GPU only).
+
+    The learner is NCCL rank 0 of a ``world_size = 1 + sum(vLLM workers)`` group built with
+    vLLM's ``StatelessProcessGroup`` (it does not touch the learner's own
+    ``torch.distributed`` groups); vLLM workers join with ranks ``rank_offset + worker rank``
+    through ``WeightSyncWorkerExtension.init_weight_update_group``. Construction blocks until
+    every rank has joined, so start the workers' join concurrently (``VLLMEngine`` does).
+    """
+
+    def __init__(self, master_address: str, master_port: int, world_size: int,
+                 device: torch.device | str | int) -> None:
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+
+        group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=0,
+                                             world_size=world_size)
+        self.device = torch.device(device)
+        self.comm = PyNcclCommunicator(group, device=self.device)
+
+    def broadcast(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Broadcast each tensor (moved to this GPU) in order; returns the bytes sent.
+
+        The receivers must be inside ``update_weights`` with the same ``(name, dtype, shape)``
+        list, in the same order (``weight_metadata`` builds it).
+        """
+        sent = 0
+        stream = torch.cuda.current_stream(self.device)
+        for _, tensor in named_tensors:
+            data = tensor.detach().to(self.device, non_blocking=True).contiguous()
+            self.comm.broadcast(data, src=0, stream=stream)
+            sent += data.numel() * data.element_size()
+        stream.synchronize()
+        return sent
+
+
+def weight_metadata(named_tensors: Iterable[tuple[str, torch.Tensor]]
+                    ) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(name, dtype name, shape)`` per tensor: what the receiving side allocates."""
+    return [(name, _dtype_name(t.dtype), tuple(t.shape)) for name, t in named_tensors]
