@@ -1,0 +1,446 @@
+"""``Learner``: one data-parallel rank of a policy (or critic) trained with DeepSpeed ZeRO 0-3.
+
+A plain class (Ray wraps it in ``learner.launch``). Every public method is called on every rank
+with that rank's shard; each ``train_*`` call is exactly one optimizer step over its list of
+micro-batches (gradient accumulation), and all ranks must pass the same number of micro-batches
+(ZeRO-3 gathers parameters collectively in every forward).
+
+Loss scaling, stated once: the ``num_tokens`` / ``num_seqs`` / ``num_pairs`` arguments are GLOBAL
+normalisers (over all ranks and micro-batches of the step), so the per-micro-batch losses of all
+ranks SUM to the full-batch loss. DeepSpeed would (a) divide each loss by its configured
+accumulation steps and (b) AVERAGE gradients over ranks. We call ``backward(...,
+scale_wrt_gas=False)`` with accumulation steps nominally 1 and mark the boundary ourselves
+(no (a)), and multiply each loss by ``world_size`` (undoing (b)). Hence 2 ranks x k micro-batches
+produce the same gradient as one rank holding the whole batch.
+
+Metrics are global: sums over micro-batches all-reduced across ranks; per-micro-batch diagnostic
+means are weighted by their share of tokens (or pairs). This module does not shard data, talk
+to rollout engines or decide when to checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from learner import checkpoint as ckpt
+from learner._packed import packed_forward
+from learner.critic import CriticModel, load_critic, save_critic, values_from_output
+from learner.engine import (
+    DTYPES,
+    build_ds_config,
+    create_engine,
+    default_backend,
+    gathered_state_dict,
+    init_distributed,
+    skip_shm_comm_build,
+)
+from learner.losses import (
+    LossFn,
+    dpo_loss_fn,
+    experience_to,
+    policy_loss_fn,
+    sft_loss_fn,
+    stack_pair,
+    value_loss_fn,
+)
+from learner.schedules import build_lr_lambda
+from rlsys.algo import sequence_logps, token_logprobs
+from rlsys.types import Experience, TokenBatch
+
+DEEPSPEED_DIR = "deepspeed"
+DEEPSPEED_TAG = "state"
+
+
+class Learner:
+    """One rank of a DeepSpeed-trained causal LM (or, with ``value_head=True``, a critic)."""
+
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int = 29500,
+        zero_stage: int = 0,
+        dtype: str = "float32",
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        grad_clip: float = 1.0,
+        schedule: str = "constant",
+        schedule_kwargs: dict[str, Any] | None = None,
+        total_steps: int = 1,
+        seed: int = 0,
+        backend: str | None = None,
+        value_head: bool = False,
+        gradient_checkpointing: bool = False,
+        num_threads: int | None = 1,
+    ) -> None:
+        from rlsys.modeling import resolve_model
+
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)  # one thread per rank: see ENVIRONMENT.md
+        self.rank, self.world_size, self.zero_stage = rank, world_size, zero_stage
+        self.value_head, self.dtype = value_head, dtype
+        self.step = 0
+        ds_config = build_ds_config(zero_stage=zero_stage, dtype=dtype, grad_clip=grad_clip)
+        lr_lambda = build_lr_lambda(schedule, total_steps=total_steps, **(schedule_kwargs or {}))
+        skip_shm_comm_build()
+        init_distributed(
+            rank=rank,
+            world_size=world_size,
+            master_addr=master_addr,
+            master_port=master_port,
+            backend=backend or default_backend(),
+        )
+        _seed_everything(seed)  # same on all ranks: identical freshly initialised heads
+        self.model_dir = resolve_model(model_path)
+        model = _load_model(self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype])
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self._engine = create_engine(
+            model,
+            ds_config=ds_config,
+            lr=lr,
+            weight_decay=weight_decay,
+            betas=betas,
+            eps=eps,
+            lr_lambda=lr_lambda,
+        )
+        self.device = self._engine.device
+        self._tokenizer = _maybe_tokenizer(self.model_dir) if rank == 0 else None
+        _seed_everything(seed + rank)
+
+    # ----------------------------------------------------------------- forward (no grad)
+    @torch.no_grad()
+    def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        """(B, T) float32 CPU token log-probs under the current weights, 0 where ``mask`` is
+        False (used for old and reference log-probs)."""
+        self._engine.eval()
+        batch = batch.to(self.device)
+        logprobs = token_logprobs(packed_forward(self._engine, batch), batch.input_ids)
+        return torch.where(batch.mask, logprobs, 0).float().cpu()
+
+    @torch.no_grad()
+    def forward_sequence_logps(self, batch: TokenBatch) -> torch.Tensor:
+        """(B,) float32 CPU sums of the masked token log-probs (DPO reference log-probs)."""
+        return sequence_logps(self.forward_logprobs(batch), batch.mask)
+
+    @torch.no_grad()
+    def forward_values(self, batch: TokenBatch) -> torch.Tensor:
+        """(B, T) float32 CPU critic values aligned with tokens (``values[:, t]`` estimates the
+        state before token ``t``), 0 where ``mask`` is False. Needs ``value_head=True``."""
+        self._require_critic("forward_values")
+        self._engine.eval()
+        batch = batch.to(self.device)
+        values = self._values(batch)
+        return torch.where(batch.mask, values, 0).float().cpu()
+
+    def _values(self, batch: TokenBatch) -> torch.Tensor:
+        return values_from_output(packed_forward(self._engine, batch))
+
+    # ----------------------------------------------------------------- training steps
+    def train_sft(
+        self,
+        micro_batches: Sequence[TokenBatch],
+        *,
+        aggregation: str = "token_mean",
+        num_tokens: int,
+        num_seqs: int | None = None,
+    ) -> dict[str, float]:
+        """One step of masked NLL (SFT; CPT is the same with every non-first token masked
+        True). ``num_tokens`` / ``num_seqs``: global counts of masked tokens / documents."""
+        loss_fn = sft_loss_fn(aggregation=aggregation, num_tokens=num_tokens, num_seqs=num_seqs)
+        return self._optimizer_step(micro_batches, loss_fn, "train_sft")
+
+    def train_dpo(
+        self,
+        micro_batches: Sequence[tuple[TokenBatch, TokenBatch, torch.Tensor, torch.Tensor]],
+        *,
+        loss: str = "sigmoid",
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        num_pairs: int,
+    ) -> dict[str, float]:
+        """One DPO step; each micro-batch is ``(chosen, rejected, ref_chosen_logps,
+        ref_rejected_logps)`` with (B,) reference log-probs computed beforehand (e.g. by
+        ``forward_sequence_logps`` before training). ``num_pairs``: global pair count."""
+        loss_fn = dpo_loss_fn(
+            loss=loss, beta=beta, label_smoothing=label_smoothing, num_pairs=num_pairs
+        )
+        return self._optimizer_step(micro_batches, loss_fn, "train_dpo")
+
+    def train_policy(
+        self,
+        micro_batches: Sequence[Experience],
+        *,
+        objective: str = "ppo_clip",
+        aggregation: str = "token_mean",
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        clip_c: float | None = None,
+        tis_cap: float | None = None,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        entropy_coef: float = 0.0,
+        num_tokens: int,
+        num_seqs: int,
+        norm_len: int | None = None,
+    ) -> dict[str, float]:
+        """One policy-gradient step (PPO/GRPO/RLOO/...): objective + ``kl_coef`` x KL-to-ref
+        (as a loss) - ``entropy_coef`` x entropy, all reduced with ``aggregation``. Missing
+        ``old_logprobs`` mean on-policy (the current log-probs, detached)."""
+        loss_fn = policy_loss_fn(
+            objective=objective,
+            aggregation=aggregation,
+            clip_low=clip_low,
+            clip_high=clip_high,
+            clip_c=clip_c,
+            tis_cap=tis_cap,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+            entropy_coef=entropy_coef,
+            num_tokens=num_tokens,
+            num_seqs=num_seqs,
+            norm_len=norm_len,
+        )
+        return self._optimizer_step(micro_batches, loss_fn, "train_policy")
+
+    def train_value(
+        self, micro_batches: Sequence[Experience], *, clip: float = 0.2, num_tokens: int
+    ) -> dict[str, float]:
+        """One critic step on the clipped value loss (token mean over ``num_tokens``); needs
+        ``values`` (at rollout time) and ``returns`` in every Experience."""
+        self._require_critic("train_value")
+        loss_fn = value_loss_fn(clip=clip, num_tokens=num_tokens)
+        return self._optimizer_step(micro_batches, loss_fn, "train_value")
+
+    def _optimizer_step(
+        self, micro_batches: Sequence[Any], loss_fn: LossFn, method: str
+    ) -> dict[str, float]:
+        """Backward on every micro-batch (see the module docstring for the scaling), one
+        optimizer step, global metrics."""
+        self._check_micro_batch_count(len(micro_batches), method)
+        engine = self._engine
+        engine.train()
+        lr = float(engine.lr_scheduler.get_last_lr()[0])
+        sums: dict[str, torch.Tensor] = {}
+        for index, micro_batch in enumerate(micro_batches):
+            engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
+            logits = packed_forward(engine, _tokens_of(micro_batch).to(self.device))
+            loss, metrics = loss_fn(_to_device(micro_batch, self.device), logits)
+            engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            for name, value in {"loss": loss.detach(), **metrics}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().double().cpu()
+        manual_norm = self._grad_norm() if self.zero_stage == 0 else None
+        engine.step()
+        self.step += 1
+        out = self._all_reduce_sum(sums)
+        grad_norm = engine.get_global_grad_norm()
+        out["grad_norm"] = float(grad_norm if grad_norm is not None else manual_norm or 0.0)
+        out["lr"] = lr
+        return out
+
+    def _grad_norm(self) -> float:
+        # Stage 0 with a plain torch optimizer reports no norm; grads are already reduced here.
+        grads = [p.grad.float() for p in self._engine.module.parameters() if p.grad is not None]
+        return (
+            float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            if grads
+            else 0.0
+        )
+
+    def _check_micro_batch_count(self, count: int, method: str) -> None:
+        if count < 1:
+            raise ValueError(f"{method}: micro_batches is empty on rank {self.rank}")
+        counts = torch.tensor([count, -count], dtype=torch.long, device=self.device)
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+        if counts[0].item() != count or -counts[1].item() != count:
+            raise ValueError(
+                f"{method}: ranks received different numbers of micro-batches (this rank "
+                f"{self.rank}: {count}, max {counts[0].item()}, min {-counts[1].item()}); "
+                "shard them evenly (learner.launch.shard)"
+            )
+
+    def _all_reduce_sum(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        names = sorted(sums)
+        stacked = torch.stack([torch.as_tensor(sums[n]) for n in names]).to(self.device)
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        return {name: float(value) for name, value in zip(names, stacked.tolist(), strict=True)}
+
+    def _require_critic(self, method: str) -> None:
+        if not self.value_head:
+            raise RuntimeError(
+                f"{method} needs a critic: construct the Learner with value_head=True"
+            )
+
+    # ----------------------------------------------------------------- weights and checkpoints
+    def state_dict_for_sync(self, dtype: str | None = None) -> dict[str, torch.Tensor] | None:
+        """Full HF-named CPU tensors on rank 0 (None on other ranks), in ``dtype`` (default: the
+        training dtype). Call on ALL ranks: under ZeRO-3 every rank takes part in the gather."""
+        return gathered_state_dict(
+            self._engine.module,
+            zero_stage=self.zero_stage,
+            rank=self.rank,
+            dtype=DTYPES[dtype] if dtype is not None else None,
+        )
+
+    def save_checkpoint(
+        self, path: str | Path, *, extra_state: dict[str, Any] | None = None
+    ) -> Path:
+        """Atomically write an HF directory plus training state (see ``learner.checkpoint``) to
+        ``path``; the previous content of ``path`` survives any failure. Call on ALL ranks."""
+        path = Path(path)
+        token = self._broadcast_token()
+        tmp = ckpt.tmp_dir_for(path, token)
+        try:
+            if self.rank == 0:
+                (tmp / ckpt.TRAINING_STATE).mkdir(parents=True)
+            dist.barrier()
+            self._save_hf(tmp)
+            self._engine.save_checkpoint(
+                str(tmp / ckpt.TRAINING_STATE / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, save_latest=False
+            )
+            torch.save(ckpt.capture_rng_state(), ckpt.rng_file(tmp, self.rank))
+            dist.barrier()
+            if self.rank == 0:
+                state = {
+                    "step": self.step,
+                    "world_size": self.world_size,
+                    "zero_stage": self.zero_stage,
+                    "extra_state": extra_state or {},
+                }
+                ckpt.write_trainer_state(tmp, state)
+                ckpt.commit_dir(tmp, path)
+            dist.barrier()
+        except BaseException:
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore weights, optimizer, LR scheduler, RNG and step from ``path``; returns the
+        ``extra_state`` given at save time. Call on ALL ranks, with the same world size and
+        ZeRO stage as at save time."""
+        path = Path(path)
+        state = ckpt.read_trainer_state(path)
+        saved = (state["world_size"], state["zero_stage"])
+        if saved != (self.world_size, self.zero_stage):
+            raise ValueError(
+                f"checkpoint {path} was saved with world_size={saved[0]}, zero_stage={saved[1]}; "
+                f"this learner has world_size={self.world_size}, zero_stage={self.zero_stage}"
+            )
+        load_path, _ = self._engine.load_checkpoint(
+            str(path / ckpt.TRAINING_STATE / DEEPSPEED_DIR),
+            tag=DEEPSPEED_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
+        if load_path is None:
+            raise FileNotFoundError(f"DeepSpeed found no engine state under {path}")
+        ckpt.restore_rng_state(torch.load(ckpt.rng_file(path, self.rank), weights_only=False))
+        self.step = int(state["step"])
+        return dict(state["extra_state"])
+
+    def _save_hf(self, path: Path) -> None:
+        state = gathered_state_dict(self._engine.module, zero_stage=self.zero_stage, rank=self.rank)
+        if self.rank != 0:
+            return
+        module = self._engine.module
+        if isinstance(module, CriticModel):
+            save_critic(module, state, str(path))
+        else:
+            module.save_pretrained(str(path), state_dict=state)
+        if self._tokenizer is not None:
+            self._tokenizer.save_pretrained(str(path))
+
+    def _broadcast_token(self) -> str:
+        token = [uuid.uuid4().hex if self.rank == 0 else None]
+        dist.broadcast_object_list(token, src=0)
+        return str(token[0])
+
+
+def _tokens_of(micro_batch: Any) -> TokenBatch:
+    """The tokens to run the model on: a TokenBatch, an Experience's tokens, or for DPO the
+    chosen and rejected rows stacked (see ``learner.losses.stack_pair``)."""
+    if isinstance(micro_batch, TokenBatch):
+        return micro_batch
+    if isinstance(micro_batch, Experience):
+        return micro_batch.tokens
+    return stack_pair(micro_batch[0], micro_batch[1])
+
+
+def _to_device(micro_batch: Any, device: Any) -> Any:
+    if isinstance(micro_batch, TokenBatch):
+        return micro_batch.to(device)
+    if isinstance(micro_batch, Experience):
+        return experience_to(micro_batch, device)
+    return tuple(x.to(device) for x in micro_batch)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _maybe_tokenizer(model_dir: str) -> Any:
+    """The tokenizer saved beside the model, or None when the directory has none."""
+    from rlsys.modeling import load_tokenizer
+
+    if not any(Path(model_dir, f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    return load_tokenizer(model_dir)
+
+
+def _load_model(
+    model_dir: str, ds_config: dict[str, Any], *, value_head: bool, dtype: torch.dtype
+) -> torch.nn.Module:
+    """Load the causal LM (or critic). Under ZeRO-3 parameters are partitioned while loading
+    (``HfDeepSpeedConfig`` makes ``from_pretrained`` use ``deepspeed.zero.Init``)."""
+    from rlsys.modeling import load_causal_lm
+
+    def load() -> torch.nn.Module:
+        if value_head:
+            return load_critic(model_dir, dtype)
+        return load_causal_lm(model_dir, dtype=str(dtype).removeprefix("torch."))
+
+    if ds_config["zero_optimization"]["stage"] != 3:
+        return load()
+    return _with_zero3_init(model_dir, ds_config, load)
+
+
+def _with_zero3_init(
+    model_dir: str, ds_config: dict[str, Any], load: Callable[[], torch.nn.Module]
+) -> torch.nn.Module:
+    import torch._dynamo  # noqa: F401  (must precede zero.Init, see ENVIRONMENT.md)
+    from transformers import AutoConfig
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
+
+    # zero.Init patches module classes as it enters; importing the model classes first avoids
+    # DeepSpeed's "Signature mismatch" TypeError.
+    config = AutoConfig.from_pretrained(model_dir)
+    _ = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], MODEL_MAPPING[type(config)]
+    hf_ds_config = HfDeepSpeedConfig(ds_config)  # global weak ref: must stay alive while loading
+    try:
+        return load()
+    finally:
+        del hf_ds_config
+        unset_hf_deepspeed_config()  # later learners in this process may use other stages
