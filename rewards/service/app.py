@@ -164,8 +164,8 @@ async def register_plugin(request: Request, spec: PluginSpec,
     """Register (201) or replace (200) a remote plugin; every replica sees it at once."""
     if spec.name in BUILTINS:
         raise HTTPException(409, f"{spec.name!r} is a built-in reward; pick another name")
-    stored = {"url": spec.url,
-              "timeout_s": spec.timeout_s or request.app.state.settings.plugin_timeout_s}
+    limit = request.app.state.settings.plugin_timeout_s  # default and upper bound
+    stored = {"url": spec.url, "timeout_s": min(spec.timeout_s or limit, limit)}
     try:
         created = await _store(request).put_plugin(spec.name, stored)
     except StoreUnavailable:

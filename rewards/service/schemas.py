@@ -48,9 +48,12 @@ class PluginSpec(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN, description="Reward name, also its name on the "
                                                         "plugin server.")
-    url: str = Field(max_length=2048, description="Base URL, http(s)://host[:port][/prefix].")
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+                     description="Base URL, http(s)://host[:port][/prefix]; no credentials, "
+                                 "query or fragment.")
     timeout_s: float | None = Field(None, gt=0, le=600,
-                                    description="Per-call timeout; default plugin_timeout_s.")
+                                    description="Per-call timeout in seconds; defaults to, and is "
+                                                "capped at, the service's plugin_timeout_s.")
 
     @field_validator("url")
     @classmethod

@@ -36,7 +36,8 @@ class ServiceSettings(BaseModel):
                                     description="Requests per minute per token (per client "
                                                 "address without auth) on /v1/*; 0 = unlimited.")
     plugin_timeout_s: float = Field(30.0, gt=0, le=600,
-                                    description="Default timeout of a proxied plugin call.")
+                                    description="Default and largest timeout of a proxied "
+                                                "plugin call, in seconds.")
     redis_timeout_s: float = Field(0.5, gt=0,
                                    description="Redis socket/connect timeout; kept short so a "
                                                "dead Redis degrades the service instead of "

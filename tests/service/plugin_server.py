@@ -1,6 +1,6 @@
 """A tiny reward-plugin server for the service tests (run as a script: ``--port P``).
 
-Plugins: ``length`` (score = len(response)), ``half`` (per-item error on an empty response),
+Plugins: ``length*`` (score = len(response)), ``half`` (per-item error on an empty response),
 ``slow`` (sleeps ``SLOW_S`` first), ``garbage`` (``scores`` is not a list), ``short`` (one score
 too few), ``flaky`` (503 on every other call), ``bad`` (always 400). ``GET /calls`` counts calls.
 """
@@ -31,7 +31,7 @@ async def score(name: str, body: dict[str, Any]) -> Any:
     """Score according to the plugin ``name`` (see the module docstring)."""
     calls[name] += 1
     items = body["items"]
-    if name == "length":
+    if name.startswith("length"):
         return {"scores": [float(len(it["response"])) for it in items]}
     if name == "half":
         return {"scores": [float(len(it["response"])) if it["response"] else None
