@@ -1,0 +1,38 @@
+"""Code-execution reward: run candidate programs against tests in a bubblewrap sandbox.
+
+Public API: ``run_tests(program, tests, timeout_s, memory_mb, stdin_cases) -> SandboxResult``,
+``SandboxPool`` (concurrent runs), and ``CodeReward`` in ``rewards.code.reward``.
+
+Threat model. The candidate program is hostile: it may run any code as the sandbox user
+(exit early, kill, fork, patch builtins, read memory, forge output). The tests are trusted
+(they come with the data set). The guarantee: ``passed`` is True only if every assertion of the
+tests held when evaluated by trusted code on plain data returned by the candidate, and every
+top-level statement of the tests completed. How:
+
+* Two sandboxes, no shared process: the *candidate* sandbox loads the program and answers
+  calls; the *judge* sandbox (separate pid/ipc/net/user namespaces and host uid, so the
+  candidate can neither see, signal, ptrace nor open the judge's fds) runs the tests.
+  Calls and answers cross two pipes as JSON of exact builtin types; any other object stays in
+  the candidate and is a reference proxy in the judge whose truth value is an error and whose
+  ``==`` is identity. A lying ``__eq__``, patched ``builtins``/``AssertionError``,
+  ``sys.excepthook``, ``atexit``, ``os._exit(0)``, signals or a forked child all live only in
+  the candidate's process and cannot touch the judge's evaluation.
+* The host rewrites each ``assert`` of the tests (``ast``) into an explicit counted check, so
+  ``-O`` cannot strip them; the judge refuses ``-O`` anyway. The judge writes its report to a
+  pipe only the host holds; the host requires the report, every statement completed, no failure
+  and >= 1 assertion held. The candidate's stdout, stderr and exit code never decide "passed".
+* stdin/stdout cases: the expected output never enters the sandbox; the host compares.
+
+Not defended: tests that take helpers from the candidate (names the tests use but never
+define are looked up in the candidate, so such helpers are as trustworthy as the candidate).
+Limitations: arguments are passed by value (tests that inspect in-place mutation of an argument
+fail), callables cannot be passed to the candidate, only the standard library exists inside.
+
+Isolation details and rlimits: see ``rewards.code.sandbox``. ``RLIMIT_NPROC`` is not enforced
+for a root caller even in a user namespace (uid 65534 maps to host root), so bwrap itself runs
+under a fresh non-root uid per sandbox; then a fork bomb stops at the limit.
+"""
+
+from rewards.code.runner import STATUSES, SandboxPool, SandboxResult, run_tests
+
+__all__ = ["STATUSES", "SandboxPool", "SandboxResult", "run_tests"]

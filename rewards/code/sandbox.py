@@ -1,0 +1,195 @@
+"""Launch one Python process inside bubblewrap, with rlimits, a fresh uid and capped output.
+
+Isolation of one process (``launch``):
+* ``bwrap --unshare-all`` (user, pid, net, ipc, uts, cgroup namespaces: no network at all),
+  ``--die-with-parent``, ``--new-session``, ``--uid/--gid 65534``, ``--cap-drop ALL``,
+  ``--clearenv`` plus an explicit minimal environment (the host environment never enters).
+* Only ``/usr`` (and the ``/lib*``, ``/bin`` links) and the interpreter's own prefix are
+  mounted, read-only; ``/tmp`` (the working directory) is a private size-capped tmpfs; ``/dev``
+  and ``/proc`` are the sandbox's own. ``/etc``, ``/root``, the repository and ``/work`` do not
+  exist inside.
+* bwrap runs under a fresh non-root host uid per launch (``preexec_fn``: private mount
+  namespace, the interpreter prefix bind-mounted on a world-readable directory because ``/root``
+  is 0700, then setgroups/setresgid/setresuid). Why: when the caller is root, uid 65534 in the
+  sandbox maps to host root, which (measured here) keeps root's file-owner permissions and makes
+  the kernel skip ``RLIMIT_NPROC``. Under a non-root uid ``RLIMIT_NPROC`` is enforced (a fork
+  loop fails with EAGAIN after the limit). Per-uid process counts are released lazily by the
+  kernel after a sandbox exits, so a uid is never reused soon (``_next_uid``).
+* rlimits (``preexec_fn``, after the uid change, inherited by everything inside): AS (memory),
+  CPU, FSIZE, NOFILE, NPROC, CORE=0. Hard = soft, so they cannot be raised again.
+* Kill: the outer bwrap leads its own process group; killing it makes the sandbox's pid 1 die
+  (``--die-with-parent``), and the kernel kills every process left in the pid namespace.
+
+This module does not decide verdicts; ``runner`` does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+BWRAP = shutil.which("bwrap") or "/usr/bin/bwrap"
+PYTHON = os.path.realpath(sys.executable)
+PYTHON_HOME = os.path.realpath(sys.base_prefix)
+# Python flags: -S no site, -I isolated (no env vars, no user site, no cwd on sys.path), -B no
+# .pyc writes. Never -O: the judge refuses to run with stripped asserts anyway.
+PYTHON_FLAGS = ["-S", "-I", "-B", "-X", "frozen_modules=on"]
+SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+_STAGE = next((d for d in ("/mnt", "/opt", "/srv", "/media") if os.path.isdir(d)), "/mnt")
+_UID_BASE = 1_500_000_000 + (os.getpid() % 1000) * 100_000
+_UID_SPAN = 100_000
+_uid_counter = itertools.count()
+_uid_lock = threading.Lock()
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p]
+_CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x20000, 4096, 16384, 1 << 18
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed process."""
+
+    memory_mb: int = 1024
+    cpu_s: int = 11
+    file_mb: int = 16
+    tmpfs_mb: int = 32
+    nofile: int = 256
+    nproc: int = 64
+
+
+def _next_uid() -> int:
+    with _uid_lock:
+        return _UID_BASE + next(_uid_counter) % _UID_SPAN
+
+
+def _preexec(uid: int, limits: Limits):
+    rlimits = [(resource.RLIMIT_AS, limits.memory_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
+               (resource.RLIMIT_FSIZE, limits.file_mb << 20),
+               (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_NPROC, limits.nproc),
+               (resource.RLIMIT_CORE, 0)]
+    home, stage = PYTHON_HOME.encode(), _STAGE.encode()
+
+    def child() -> None:  # runs between fork and exec: no imports, no allocation-heavy work
+        if _libc.unshare(_CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+        if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+        if _libc.mount(home, stage, None, _MS_BIND, None) != 0:
+            raise OSError(ctypes.get_errno(), "bind the interpreter prefix")
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        for which, value in rlimits:
+            resource.setrlimit(which, (value, value))
+
+    return child
+
+
+def _system_binds() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for path in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def bwrap_argv(python_args: list[str], limits: Limits) -> list[str]:
+    """The full bwrap command line running ``python <flags> <python_args>`` in a sandbox."""
+    env: list[str] = []
+    for key, value in SANDBOX_ENV.items():
+        env += ["--setenv", key, value]
+    return [BWRAP, "--unshare-all", "--die-with-parent", "--new-session",
+            "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv", *env,
+            *_system_binds(), "--ro-bind", _STAGE, PYTHON_HOME,
+            "--dev", "/dev", "--proc", "/proc",
+            "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
+            PYTHON, *PYTHON_FLAGS, *python_args]
+
+
+def memfd(data: str | bytes, name: str = "rlsys") -> int:
+    """A rewound in-memory file holding ``data`` (how code and stdin enter the sandbox)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    payload = data.encode() if isinstance(data, str) else data
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def launch(python_args: list[str], limits: Limits, *, stdin: int, stdout: int, stderr: int,
+           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """Start a sandboxed interpreter; the caller owns the returned process (see ``kill``)."""
+    return subprocess.Popen(bwrap_argv(python_args, limits), stdin=stdin, stdout=stdout,
+                            stderr=stderr, pass_fds=pass_fds, cwd="/", env={"PATH": "/usr/bin"},
+                            start_new_session=True, preexec_fn=_preexec(_next_uid(), limits))
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the sandbox's process group (its pid namespace dies with it) and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@dataclass
+class Capture:
+    """Bytes read from one pipe, at most ``cap``; ``overflow`` when the writer wanted more."""
+
+    cap: int
+    data: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+    eof: bool = False
+
+
+def collect(pipes: dict[int, Capture], deadline: float, stop_on: set[int],
+            overflow_stops: set[int]) -> str:
+    """Read pipes until every fd in ``stop_on`` hit EOF ("done"), the deadline ("timeout"),
+    or a pipe in ``overflow_stops`` exceeded its cap ("output"); other pipes keep being
+    drained past their cap (the excess is dropped) so no writer blocks. Closes every fd."""
+    selector = selectors.DefaultSelector()
+    for fd in pipes:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    outcome = "done"
+    try:
+        while not all(pipes[fd].eof for fd in stop_on):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome = "timeout"
+                break
+            for key, _ in selector.select(remaining):
+                capture = pipes[key.fd]
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    capture.eof = True
+                    selector.unregister(key.fd)
+                    continue
+                room = capture.cap - len(capture.data)
+                capture.data += chunk[:max(room, 0)]
+                if len(chunk) > room:
+                    capture.overflow = True
+                    if key.fd in overflow_stops:
+                        return "output"
+    finally:
+        selector.close()
+        for fd in pipes:
+            os.close(fd)
+    return outcome
