@@ -127,14 +127,14 @@ def test_math_scores_with_per_item_errors(service: Service) -> None:
     items = [{"prompt": "1+1?", "response": "It is \\boxed{2}.", "reference": "2"},
              {"prompt": "1+1?", "response": "It is \\boxed{3}.", "reference": "2"},
              {"prompt": "half?", "response": "\\boxed{\\frac{1}{2}}", "reference": "0.5"},
-             {"prompt": "bad", "response": "\\boxed{2}", "reference": {"not": "an answer"}}]
+             {"prompt": "bad", "response": "\\boxed{2}", "reference": None}]
     with service.client() as client:
         r = client.post("/v1/rewards/math/score", json={"items": items})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["scores"][:3] == [1.0, 0.0, 1.0]
     assert body["errors"][:3] == [None, None, None]
-    # The malformed reference fails that item only, with a message (never a silent 0).
+    # The missing reference fails that item only, with a message (never a silent 0).
     assert body["scores"][3] is None and body["errors"][3]
 
 
