@@ -101,7 +101,10 @@ class RemoteRef:
         return iter(_CHANNEL.rpc({"op": "iter", "ref": self._ref}))
 
     def __len__(self):
-        return self._call("__len__", (), {})
+        try:
+            return self._call("__len__", (), {})
+        except AttributeError:  # like len() of an object without __len__ (list() relies on it)
+            raise TypeError("candidate object has no len()") from None
 
     def __getitem__(self, key):
         return self._call("__getitem__", (key,), {})
