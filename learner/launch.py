@@ -1,0 +1,211 @@
+"""Learner groups: ``world_size`` ranks of ``Learner`` driven as one.
+
+* ``LearnerGroup`` wraps ``Learner`` with ``ray.remote`` (the only place that happens), one actor
+  per rank. The driver picks ``MASTER_ADDR`` (its node IP) and a free ``MASTER_PORT``; rank 0 is
+  pinned to the driver's node so that address is really its own. On CPU each actor gets
+  ``OMP_NUM_THREADS=1``.
+* ``InProcessLearnerGroup``: the same interface for ``world_size == 1`` without Ray (tests,
+  debugging under a debugger).
+
+Every fan-out waits with a timeout and raises ``LearnerCallError`` naming the method and the
+rank(s) that failed or did not answer. ``shard`` splits micro-batches evenly across ranks.
+This module does not build batches or decide what to train.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from learner.learner import Learner
+
+T = TypeVar("T")
+
+
+class LearnerCallError(RuntimeError):
+    """A learner rank failed or timed out inside a fanned-out call."""
+
+
+def shard(items: Sequence[T], world_size: int) -> list[list[T]]:
+    """Split ``items`` into ``world_size`` contiguous lists of equal length (rank r gets the
+    r-th). Every rank must take part in every step (ZeRO collectives), so the length must be a
+    multiple of ``world_size``."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if len(items) == 0 or len(items) % world_size:
+        raise ValueError(
+            f"cannot shard {len(items)} micro-batches evenly over {world_size} ranks; "
+            "pass a positive multiple of the world size"
+        )
+    size = len(items) // world_size
+    return [list(items[r * size : (r + 1) * size]) for r in range(world_size)]
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port that was free on this machine a moment ago (for MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class _GroupMixin:
+    """Conveniences shared by both groups, on top of ``call`` / ``call_sharded``."""
+
+    world_size: int
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def call_sharded(self, method: str, shards: Sequence[Any], **kwargs: Any) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def train(self, method: str, micro_batches: Sequence[Any], **kwargs: Any) -> dict[str, float]:
+        """Shard ``micro_batches`` over the ranks, run ``method`` (``train_sft``, ``train_dpo``,
+        ``train_policy``, ``train_value``) everywhere, return the (global) metrics of rank 0."""
+        return self.call_sharded(method, shard(micro_batches, self.world_size), **kwargs)[0]
+
+    def state_dict_for_sync(self, dtype: str | None = None) -> dict[str, Any]:
+        """Full weights gathered on rank 0 (every rank takes part)."""
+        return self.call("state_dict_for_sync", dtype)[0]
+
+    def save_checkpoint(self, path: str, *, extra_state: dict[str, Any] | None = None) -> None:
+        """Atomic checkpoint written by all ranks together."""
+        self.call("save_checkpoint", path, extra_state=extra_state)
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Restore every rank; returns the saved ``extra_state``."""
+        return self.call("load_checkpoint", path)[0]
+
+
+class InProcessLearnerGroup(_GroupMixin):
+    """A single ``Learner`` in this process behind the ``LearnerGroup`` interface."""
+
+    def __init__(self, *, master_port: int | None = None, **learner_kwargs: Any) -> None:
+        self.world_size = 1
+        self.learner = Learner(
+            rank=0,
+            world_size=1,
+            master_addr="127.0.0.1",
+            master_port=master_port or free_port("127.0.0.1"),
+            **learner_kwargs,
+        )
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Run ``method`` on the one rank; errors are re-raised as ``LearnerCallError``."""
+        try:
+            return [getattr(self.learner, method)(*args, **kwargs)]
+        except Exception as err:
+            raise LearnerCallError(f"learner rank 0 failed in {method}: {err!r}") from err
+
+    def call_sharded(self, method: str, shards: Sequence[Any], **kwargs: Any) -> list[Any]:
+        """Run ``method(shards[0], **kwargs)``."""
+        if len(shards) != 1:
+            raise ValueError(f"{method}: expected 1 shard for world_size 1, got {len(shards)}")
+        return self.call(method, shards[0], **kwargs)
+
+    def shutdown(self) -> None:
+        """Drop the learner (the process group stays for later in-process learners)."""
+        self.learner = None  # type: ignore[assignment]
+
+
+class LearnerGroup(_GroupMixin):
+    """``world_size`` Ray actors running ``Learner``, one per rank."""
+
+    def __init__(
+        self,
+        world_size: int,
+        *,
+        num_cpus_per_actor: float = 1,
+        num_gpus_per_actor: float = 0,
+        timeout_s: float = 600.0,
+        init_timeout_s: float = 600.0,
+        **learner_kwargs: Any,
+    ) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not ray.is_initialized():
+            raise RuntimeError("LearnerGroup needs a running Ray: call ray.init() first")
+        self.world_size, self.timeout_s = world_size, timeout_s
+        master_addr = ray.util.get_node_ip_address()
+        master_port = free_port()
+        env_vars = {"LOCAL_RANK": "0"}  # Ray gives each GPU actor its own visible device 0
+        if not num_gpus_per_actor:
+            env_vars["OMP_NUM_THREADS"] = "1"
+        remote_learner = ray.remote(Learner)
+        driver_node = ray.get_runtime_context().get_node_id()
+        self.actors = []
+        for rank in range(world_size):
+            options: dict[str, Any] = {
+                "num_cpus": num_cpus_per_actor,
+                "num_gpus": num_gpus_per_actor,
+                "runtime_env": {"env_vars": env_vars},
+            }
+            if rank == 0:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    node_id=driver_node, soft=False
+                )
+            self.actors.append(
+                remote_learner.options(**options).remote(
+                    rank=rank,
+                    world_size=world_size,
+                    master_addr=master_addr,
+                    master_port=master_port,
+                    **learner_kwargs,
+                )
+            )
+        self._wait("__init__", [a.__ray_ready__.remote() for a in self.actors], init_timeout_s)
+
+    def call(
+        self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``method(*args, **kwargs)`` on every rank; results in rank order."""
+        refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+        return self._wait(method, refs, timeout_s or self.timeout_s)
+
+    def call_sharded(
+        self, method: str, shards: Sequence[Any], *, timeout_s: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``method(shards[r], **kwargs)`` on rank ``r``; results in rank order."""
+        if len(shards) != self.world_size:
+            raise ValueError(f"{method}: expected {self.world_size} shards, got {len(shards)}")
+        refs = [
+            getattr(actor, method).remote(part, **kwargs)
+            for actor, part in zip(self.actors, shards, strict=True)
+        ]
+        return self._wait(method, refs, timeout_s or self.timeout_s)
+
+    def _wait(self, method: str, refs: list[Any], timeout_s: float) -> list[Any]:
+        """Collect results in rank order; the first failing rank is reported at once (the others
+        are usually stuck in a collective waiting for it)."""
+        import ray
+
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        results: dict[int, Any] = {}
+        pending, deadline = list(refs), time.monotonic() + timeout_s
+        while pending:
+            remaining = deadline - time.monotonic()
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(remaining, 0))
+            if not done:
+                late = sorted(rank_of[ref] for ref in pending)
+                raise LearnerCallError(
+                    f"learner rank(s) {late} did not finish {method} within {timeout_s} s"
+                )
+            for ref in done:
+                try:
+                    results[rank_of[ref]] = ray.get(ref)
+                except Exception as err:
+                    raise LearnerCallError(
+                        f"learner rank {rank_of[ref]} failed in {method}: {err}"
+                    ) from err
+        return [results[rank] for rank in range(len(refs))]
+
+    def shutdown(self) -> None:
+        """Kill every actor (their process group dies with them)."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
