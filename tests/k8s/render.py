@@ -183,14 +183,12 @@ def strategic_merge(base: Any, patch: Any, field: str = "") -> Any:
         key = MERGE_KEYS[field]
         if key is None or not isinstance(base, list):
             return copy.deepcopy(patch)
-        out = copy.deepcopy(base)
-        for item in patch:
-            same = [i for i, old in enumerate(out) if old.get(key) == item.get(key)]
-            if same:
-                out[same[0]] = strategic_merge(out[same[0]], item, field)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
+        # Kubernetes' order: the patch's elements (merged into their base twins) in patch
+        # order, then the base elements the patch does not mention.
+        by_key = {old.get(key): old for old in base}
+        patched = [strategic_merge(by_key.get(item.get(key), {}), item, field) for item in patch]
+        named = {item.get(key) for item in patch}
+        return patched + [copy.deepcopy(old) for old in base if old.get(key) not in named]
     return copy.deepcopy(patch)
 
 
