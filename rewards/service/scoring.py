@@ -61,7 +61,8 @@ class Scorer:
     async def score_builtin(self, name: str, items: Sequence[RewardItem]) -> list[Score]:
         """Score with a built-in, using the Redis cache when it is reachable."""
         try:
-            reward = await run_in_threadpool(self.builtin, name)
+            # Building may import heavy modules (sympy): do it off the event loop, once.
+            reward = self._builtins.get(name) or await run_in_threadpool(self.builtin, name)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing optional dependency
             msg = f"reward {name!r} is unavailable: {type(exc).__name__}: {exc}"
             return [Score(None, error=msg) for _ in items]
@@ -71,7 +72,8 @@ class Scorer:
         misses = [i for i, value in enumerate(cached) if value is None]
         self.metrics.cache_hits.labels(name).inc(len(items) - len(misses))
         self.metrics.cache_misses.labels(name).inc(len(misses))
-        fresh = await run_in_threadpool(safe_score, reward, [items[i] for i in misses])
+        fresh = (await run_in_threadpool(safe_score, reward, [items[i] for i in misses])
+                 if misses else [])
         out: list[Score] = [Score(value) if value is not None else Score(None)
                             for value in cached]
         to_cache: dict[str, float] = {}
