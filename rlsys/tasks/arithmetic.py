@@ -86,3 +86,22 @@ def generate_arithmetic(num: int = 200, seed: int = 0, split: str = "train") -> 
         response = f"{steps} The answer is \\boxed{{{answer}}}."
         records[which].append({"prompt": question, "response": response, "answer": str(answer)})
     return records[split][:num]
+
+
+def generate_arithmetic_text(num: int = 200, seed: int = 0, split: str = "train") -> list[dict]:
+    """Plain-text documents (``{text}``) of problems with their worked solutions, for CPT."""
+    return [{"text": f"Question: {r['prompt']}\nSolution: {r['response']}"}
+            for r in generate_arithmetic(num, seed, split)]
+
+
+def generate_arithmetic_pairs(num: int = 200, seed: int = 0, split: str = "train") -> list[dict]:
+    """Preference pairs ``{prompt, chosen, rejected}``: the correct worked solution is chosen,
+    the same solution with a wrong final answer (off by 1..9) is rejected — a clear signal."""
+    rng = random.Random(f"arithmetic-pairs:{seed}")
+    pairs = []
+    for r in generate_arithmetic(num, seed, split):
+        wrong = int(r["answer"]) + rng.choice([-1, 1]) * rng.randint(1, 9)
+        rejected = r["response"].replace(f"\\boxed{{{r['answer']}}}", f"\\boxed{{{wrong}}}")
+        pairs.append({"prompt": r["prompt"], "chosen": r["response"], "rejected": rejected,
+                      "answer": r["answer"]})
+    return pairs

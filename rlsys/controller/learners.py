@@ -1,0 +1,129 @@
+"""The controller's view of a learner group: split rows into equal micro-batch counts per rank,
+fan a call out, gather results.
+
+Wraps ``learner.launch`` groups (Ray actors, or in-process for one rank). Unpacks recipe
+sections into the plain ``Learner`` arguments. Does not do any math itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rlsys.types import TokenBatch
+
+
+def split_rows(num_rows: int, micro_batch_size: int, world_size: int) -> list[list[range]]:
+    """Row ranges per rank: every rank gets the same number of non-empty micro-batches.
+
+    >>> [[(r.start, r.stop) for r in rank] for rank in split_rows(5, 2, 2)]
+    [[(0, 1), (1, 2)], [(2, 3), (3, 5)]]
+    """
+    if num_rows < world_size:
+        raise ValueError(f"{num_rows} rows cannot be shared by {world_size} learner ranks")
+    per_rank = math.ceil(math.ceil(num_rows / micro_batch_size) / world_size)
+    chunks = per_rank * world_size
+    while chunks > num_rows:  # every chunk must hold at least one row
+        per_rank -= 1
+        chunks = per_rank * world_size
+    bounds = [i * num_rows // chunks for i in range(chunks + 1)]
+    ranges = [range(bounds[i], bounds[i + 1]) for i in range(chunks)]
+    return [ranges[r * per_rank:(r + 1) * per_rank] for r in range(world_size)]
+
+
+def take_rows(batch: Any, rows: range) -> Any:
+    """Rows of a ``TokenBatch`` / ``Experience`` (any dataclass of row-major tensors)."""
+    from rlsys.controller.experience import select
+
+    index = torch.arange(rows.start, rows.stop)
+    if isinstance(batch, TokenBatch):
+        return TokenBatch(batch.input_ids[index], batch.position_ids[index],
+                          batch.seq_ids[index], batch.mask[index])
+    return select(batch, index)
+
+
+def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float | None = None,
+                   value_head: bool = False) -> dict[str, Any]:
+    """Plain ``Learner`` constructor arguments from the recipe's ``learner`` section."""
+    lc = recipe.learner
+    sched = lc.schedule
+    schedule_kwargs = {"warmup_steps": sched.warmup_steps, **sched.kwargs}
+    if sched.name != "constant":
+        schedule_kwargs.setdefault("min_lr_ratio", sched.min_lr_ratio)
+    return dict(model_path=model_path, zero_stage=lc.zero_stage, dtype=recipe.model.dtype,
+                lr=lr or lc.lr, weight_decay=lc.weight_decay, betas=tuple(lc.betas), eps=lc.eps,
+                grad_clip=lc.grad_clip, schedule=sched.name, schedule_kwargs=schedule_kwargs,
+                total_steps=total_steps, seed=recipe.seed, value_head=value_head,
+                gradient_checkpointing=lc.gradient_checkpointing)
+
+
+class Learners:
+    """A learner group as the controller uses it (``world_size`` ranks)."""
+
+    def __init__(self, recipe: Any, model_path: str, *, total_steps: int,
+                 lr: float | None = None, value_head: bool = False, name: str = "policy") -> None:
+        from learner.launch import LearnerGroup
+
+        lc = recipe.learner
+        self.name = name
+        self.micro_batch_size = lc.micro_batch_size
+        self.group = LearnerGroup(
+            lc.num_ranks, num_cpus_per_actor=lc.num_cpus_per_rank,
+            num_gpus_per_actor=lc.num_gpus_per_rank, timeout_s=recipe.cluster.timeout_s,
+            **learner_kwargs(recipe, model_path, total_steps=total_steps, lr=lr,
+                             value_head=value_head))
+        self.world_size = lc.num_ranks
+
+    def _shards(self, batch: Any, micro: Callable[[Any], Any] = lambda b: b) -> list[list[Any]]:
+        rows = batch.tokens.input_ids.shape[0] if hasattr(batch, "tokens") else \
+            batch.input_ids.shape[0]
+        plan = split_rows(rows, self.micro_batch_size, self.world_size)
+        return [[micro(take_rows(batch, r)) for r in rank] for rank in plan]
+
+    def forward(self, method: str, batch: Any) -> torch.Tensor:
+        """Run a no-grad forward (``forward_logprobs`` / ``forward_values`` /
+        ``forward_sequence_logps``) over all rows, split across ranks; rows back in order."""
+        shards = self._shards(batch)
+        per_rank = len(shards[0])
+        outputs: list[list[torch.Tensor]] = [[] for _ in shards]
+        for i in range(per_rank):  # all ranks at once: ZeRO-3 gathers are collective
+            for rank, out in enumerate(self.group.call_sharded(method, [s[i] for s in shards])):
+                outputs[rank].append(out)
+        return _cat_rows([t for rank in outputs for t in rank])
+
+    def train(self, method: str, batch: Any, **kwargs: Any) -> dict[str, float]:
+        """One optimizer step of ``train_*`` on all rows (equal micro-batch count per rank)."""
+        return self.group.call_sharded(method, self._shards(batch), **kwargs)[0]
+
+    def train_micro(self, method: str, shards: list[list[Any]], **kwargs: Any) -> dict[str, float]:
+        """One optimizer step on micro-batches already split per rank."""
+        return self.group.call_sharded(method, shards, **kwargs)[0]
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        """Full weights gathered on rank 0 (ZeRO-3 aware), HF names."""
+        return self.group.state_dict_for_sync()
+
+    def save_checkpoint(self, path: str, extra_state: dict[str, Any]) -> str:
+        """Save an HF dir + training state (atomic) at ``path``."""
+        self.group.save_checkpoint(path, extra_state=extra_state)
+        return path
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Restore model/optimizer/scheduler/RNG; returns the saved ``extra_state``."""
+        return self.group.load_checkpoint(path)
+
+    def shutdown(self) -> None:
+        """Stop the ranks."""
+        self.group.shutdown()
+
+
+
+def _cat_rows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-micro-batch outputs whose second dim (T) may differ (right-pad with 0)."""
+    if parts[0].dim() == 1:
+        return torch.cat(parts)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
