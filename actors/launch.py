@@ -76,8 +76,12 @@ class _Pool:
         self.handles: list[Any] = [self._remote_cls.remote(*args, **kwargs) for _ in range(num)]
         self.pids: list[int | None] = [None] * num
         pings = [h.ping.remote() for h in self.handles]
-        for i, ref in enumerate(pings):
-            self.pids[i] = self._get(i, ref, "start")["pid"]
+        try:
+            for i, ref in enumerate(pings):
+                self.pids[i] = self._get(i, ref, "start")["pid"]
+        except WorkerError:
+            self.close()  # no half-started pool is left holding CPUs
+            raise
 
     def __len__(self) -> int:
         return len(self.handles)

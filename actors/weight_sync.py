@@ -65,22 +65,19 @@ def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
     Tensors sharing storage (tied embeddings) are packed once per name; that costs bytes, not
     correctness. Raises ``TypeError`` on a non-tensor value.
     """
-    groups: dict[torch.dtype, list[tuple[str, torch.Tensor]]] = {}
-    for name, tensor in state.items():
+    offsets: dict[torch.dtype, int] = {}
+    index: list[tuple[str, str, int, tuple[int, ...]]] = []
+    for name, tensor in state.items():  # first pass: the index, in state-dict order
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"pack_state_dict: {name!r} is {type(tensor).__name__}, not a Tensor")
-        groups.setdefault(tensor.dtype, []).append((name, tensor))
+        offset = offsets.get(tensor.dtype, 0)
+        index.append((name, _dtype_name(tensor.dtype), offset, tuple(tensor.shape)))
+        offsets[tensor.dtype] = offset + tensor.numel()
+    flats = {dtype: torch.empty(total, dtype=dtype) for dtype, total in offsets.items()}
+    for (_, _, offset, _), tensor in zip(index, state.values(), strict=True):
+        flats[tensor.dtype][offset : offset + tensor.numel()].copy_(tensor.detach().reshape(-1))
     buffers: dict[str, np.ndarray] = {}
-    index: list[tuple[str, str, int, tuple[int, ...]]] = []
-    for dtype, items in groups.items():
-        total = sum(t.numel() for _, t in items)
-        flat = torch.empty(total, dtype=dtype)
-        offset = 0
-        for name, tensor in items:
-            numel = tensor.numel()
-            flat[offset : offset + numel].copy_(tensor.detach().reshape(-1))
-            index.append((name, _dtype_name(dtype), offset, tuple(tensor.shape)))
-            offset += numel
+    for dtype, flat in flats.items():
         carrier = _NUMPY_CARRIER.get(dtype)
         buffers[_dtype_name(dtype)] = (flat.view(carrier) if carrier else flat).numpy()
     return PackedState(buffers=buffers, index=index)
