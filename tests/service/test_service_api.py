@@ -156,3 +156,28 @@ def _metric(client: httpx.Client, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_event_loop_stays_responsive_during_slow_scoring(service: Service) -> None:
+    """A slow sandboxed program occupies a worker thread; /healthz still answers meanwhile."""
+    import threading
+
+    done = threading.Event()
+    result: dict = {}
+
+    def slow_score() -> None:
+        item = {"prompt": "p", "response": "import time\ntime.sleep(4)\n",
+                "reference": "assert True"}
+        with service.client() as client:
+            result["r"] = client.post("/v1/rewards/code/score", json={"items": [item]})
+        done.set()
+
+    thread = threading.Thread(target=slow_score)
+    thread.start()
+    try:
+        assert not done.wait(1.0)  # the slow request is in flight
+        assert httpx.get(f"{service.url}/healthz", timeout=30).status_code == 200
+        assert not done.is_set()  # ...and health answered before it finished
+    finally:
+        thread.join(60)
+    assert result["r"].json()["scores"] == [1.0]
