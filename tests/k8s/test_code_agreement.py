@@ -1,14 +1,19 @@
 """The manifests agree with the code they deploy: the reward service's port and env names, the
 /healthz probe (answered without a token by the real app), the recipe the RayJob runs (validated
-by the real CLI with the entrypoint's own flags), the recipe copy and the Ray version.
+by the real CLI with the entrypoint's own flags), the recipe copy, the Ray version, and the
+capabilities the code sandbox needs.
 
-Runs the real FastAPI app in-process (TestClient) and the real ``rlsys`` CLI; no cluster.
+Runs the real FastAPI app in-process (TestClient), the real ``rlsys`` CLI and real bubblewrap
+sandboxes under ``setpriv``; no cluster.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +138,35 @@ def test_ray_version_matches_the_installed_ray() -> None:
     for overlay in OVERLAYS:
         got = find(rendered(overlay), "RayCluster", "rlsys")["spec"]["rayVersion"]
         assert ".".join(got.split(".")[:2]) == want, f"{overlay}: rayVersion {got} vs ray {want}"
+
+
+SANDBOX_SCRIPT = """
+from rewards.code import run_tests
+good = run_tests("def add(a, b):\\n    return a + b\\n", "assert add(1, 2) == 3\\n", timeout_s=10)
+bad = run_tests("def add(a, b):\\n    return a - b\\n", "assert add(1, 2) == 3\\n", timeout_s=10)
+print(good.status, bad.status)
+"""
+
+
+def run_sandbox_with_caps(caps: list[str]) -> subprocess.CompletedProcess:
+    """Run two real code-reward sandboxes in a process limited to ``caps`` (setpriv)."""
+    bounding = ",".join(["-all"] + [f"+{c.lower()}" for c in caps])
+    return subprocess.run(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
+                           sys.executable, "-c", SANDBOX_SCRIPT],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_code_sandbox_works_with_exactly_the_pod_capabilities() -> None:
+    """The reward-service securityContext grants what rewards.code's sandbox needs, no more:
+    with those capabilities a real bubblewrap sandbox passes a good program and fails a bad one;
+    without CAP_SYS_ADMIN (or CAP_KILL) it breaks. Needs root, as the service pod does."""
+    assert os.geteuid() == 0, "run as root: the reward-service pod runs the sandbox as root"
+    container = reward_container(rendered("gpu"))
+    caps = container["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert container["securityContext"]["seccompProfile"]["type"] == "Unconfined"
+    done = run_sandbox_with_caps(caps["add"])
+    assert done.stdout.split() == ["passed", "failed"], done.stderr[-2000:]
+    for missing in ("SYS_ADMIN", "KILL"):
+        done = run_sandbox_with_caps([c for c in caps["add"] if c != missing])
+        assert done.stdout.split() != ["passed", "failed"], missing

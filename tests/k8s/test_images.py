@@ -101,7 +101,7 @@ def test_reward_service_image_cmd_and_user_match_the_deployment() -> None:
     deployment = find(rendered("gpu"), "Deployment", "rlsys-reward-service")
     pod = deployment["spec"]["template"]["spec"]
     assert exec_form(SLIM, "CMD") == pod["containers"][0]["args"]
-    users = [a for i, a in dockerfile_instructions(SLIM) if i == "USER"]
+    users = [a for i, a in dockerfile_instructions(SLIM) if i == "USER"] or ["0"]
     assert users[-1] == str(pod["securityContext"]["runAsUser"])
     port = pod["containers"][0]["ports"][0]["containerPort"]
     assert [a for i, a in dockerfile_instructions(SLIM) if i == "EXPOSE"] == [str(port)]
