@@ -114,7 +114,7 @@ def build_sft_examples(
     on_error: str = "raise",
 ) -> list[Encoded]:
     """Load one SFT source and encode it (a shortcut for single-source SFT)."""
-    loaded = load_records(path, format=format, fields=fields, on_error=on_error)
+    loaded = load_records(path, format=format, fields=fields, on_error=on_error, kind="sft")
     examples, stats = encode_records(
         loaded.records, tokenizer, kind="sft", mask_mode=mask_mode, max_len=max_len
     )
@@ -154,7 +154,7 @@ def build_stage_data(
     for spec in specs:
         loaded = load_records(
             spec.path, format=spec.format, fields=spec.fields,
-            on_error=spec.on_error, source_name=spec.name,
+            on_error=spec.on_error, source_name=spec.name, kind=spec.kind,
         )
         try:
             encoded, counts = encode_records(

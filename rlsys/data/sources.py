@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 CANONICAL_FIELDS = ("prompt", "response", "messages", "chosen", "rejected", "text", "answer")
 FORMATS = ("jsonl", "json", "parquet", "hf_disk", "hf_json", "hf_parquet")
 MESSAGE_ROLES = ("system", "user", "assistant")
+# What a record of each kind must hold: any one of the alternatives.
+KIND_REQUIREMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "text": (("text",),),
+    "sft": (("messages",), ("prompt", "response")),
+    "pair": (("prompt", "chosen", "rejected"),),
+}
 _MAX_ERRORS_KEPT = 5
 
 
@@ -88,6 +94,15 @@ def _check_value(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise TypeError(f"must be a string, got {type(value).__name__}")
     return value
+
+
+def _check_kind(record: dict[str, Any], kind: str | None) -> None:
+    if kind is None:
+        return
+    alternatives = KIND_REQUIREMENTS[kind]
+    if not any(all(key in record for key in keys) for keys in alternatives):
+        wanted = " or ".join("+".join(keys) for keys in alternatives)
+        raise _RowError(None, f"a {kind} record needs {wanted}; it has {sorted(record)}")
 
 
 def _canonical(row: Any, fields: dict[str, str] | None) -> dict[str, Any]:
@@ -194,6 +209,7 @@ def load_records(
     on_error: str = "raise",
     source_name: str | None = None,
     split: str = "train",
+    kind: str | None = None,
 ) -> LoadedSource:
     """Read ``path`` into canonical records (see the module docstring).
 
@@ -205,9 +221,13 @@ def load_records(
         on_error: ``"raise"`` (first bad row raises ``DataError``) or ``"skip"`` (count it).
         source_name: name used in messages; defaults to the file name.
         split: the split of a saved ``DatasetDict``.
+        kind: ``text``, ``sft`` or ``pair``: also require the fields that kind needs
+            (``KIND_REQUIREMENTS``); None checks only the mapped fields.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if kind is not None and kind not in KIND_REQUIREMENTS:
+        raise ValueError(f"kind must be one of {sorted(KIND_REQUIREMENTS)}, got {kind!r}")
     if fields is not None:
         unknown = sorted(set(fields) - set(CANONICAL_FIELDS))
         if unknown:
@@ -223,7 +243,9 @@ def load_records(
         try:
             if isinstance(row, _BadJson):
                 raise _RowError(None, f"invalid JSON ({row.reason})")
-            loaded.records.append(_canonical(row, fields))
+            record = _canonical(row, fields)
+            _check_kind(record, kind)
+            loaded.records.append(record)
         except _RowError as err:
             about = f", field {err.field_label}" if err.field_label else ""
             message = f"{path}:{where}{about}: {err.reason}"

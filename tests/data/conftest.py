@@ -1,0 +1,35 @@
+"""Fixtures for data-layer tests: the real SmolLM2 tokenizer and a tiny random Llama.
+
+Both come from the default model cache (``rlsys.modeling.resolve_model``), built on first use
+(~10 s for the tokenizer, ~1 s for the model) and reused across runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlsys.modeling import load_causal_lm, load_tokenizer, resolve_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> str:
+    """Directory of ``tiny-llama`` (seed 0) in the default cache."""
+    return resolve_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    """The SmolLM2 tokenizer (ChatML chat template, pad = eos)."""
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny random Llama in float32 with sdpa attention, eval mode."""
+    return load_causal_lm(tiny_model_dir, dtype="float32")
