@@ -35,6 +35,19 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+def local_cpus_needed(recipe: Recipe) -> int:
+    """Logical CPUs for a local Ray: at least the cores, and enough for every actor the recipe
+    starts at once (policy + reference + critic ranks and rollout workers), so nothing waits
+    forever for a CPU on a small machine (the OS time-shares them)."""
+    import math
+
+    ranks = recipe.learner.num_ranks * recipe.learner.num_cpus_per_rank
+    groups = 1 + any(s.kind == "dpo" or (s.algo and s.algo.kl_coef > 0) for s in recipe.stages) \
+        + any(s.kind == "ppo" for s in recipe.stages)
+    rollout = recipe.rollout.num_workers * recipe.rollout.num_cpus_per_worker
+    return max(os.cpu_count() or 1, math.ceil(ranks * groups + rollout))
+
+
 class RunContext:
     """Shared state of one ``rlsys train`` / ``rlsys eval`` run. Use as a context manager."""
 
@@ -43,7 +56,8 @@ class RunContext:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.address = address or recipe.cluster.address
-        self._started_ray = init_ray(self.address, recipe.cluster.num_cpus) if start_ray else False
+        num_cpus = recipe.cluster.num_cpus or local_cpus_needed(recipe)
+        self._started_ray = init_ray(self.address, num_cpus) if start_ray else False
         self._records: dict[str, list[dict]] = {}
         self._rollout = None
         self._rollout_model: str | None = None
@@ -131,11 +145,11 @@ class RunContext:
 
             self._rollout = launch_rollout_workers(
                 rc.num_workers, rc.engine, model_path, engine_kwargs=self._engine_kwargs(),
-                num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
+                num_cpus=rc.num_cpus_per_worker,
                 system_prompt=self.recipe.model.system_prompt,
                 timeout_s=self.recipe.cluster.timeout_s)
         elif self._rollout_model != model_path:
-            self._rollout.update_weights(load_hf_state_dict(model_path))
+            self._rollout.sync_weights(load_hf_state_dict(model_path))
         self._rollout_model = model_path
         return self._rollout
 
@@ -153,8 +167,10 @@ class RunContext:
         if self._reward is None:
             from actors.launch import launch_reward_workers
 
+            # Scoring is light next to generation and training (the math checker runs its
+            # own small process pool), so reward actors take no CPU reservation.
             self._reward = launch_reward_workers(self.recipe.reward.num_workers,
-                                                 self.reward_spec(),
+                                                 self.reward_spec(), num_cpus=0,
                                                  timeout_s=self.recipe.cluster.timeout_s)
         return self._reward
 
@@ -170,7 +186,7 @@ class RunContext:
         """Stop the pools (and Ray, if this context started it)."""
         for pool in (self._rollout, self._reward):
             if pool is not None:
-                pool.shutdown()
+                pool.close()
         self._rollout = self._reward = None
         if self._started_ray:
             import ray

@@ -1,0 +1,300 @@
+"""The RL stages (``grpo``, ``rloo``, ``reinforce_pp``, ``ppo``): the loop reads like the paper.
+
+    for each step:
+        prompts   <- the sampler (a resumable mixture of the stage's prompt sources)
+        responses <- rollout workers sample n per prompt            (phase "generate")
+        rewards   <- reward workers score them (overlapped)         (phase "reward")
+        drop all-equal groups and refill (DAPO dynamic sampling, optional)
+        old/ref log-probs, values <- learner groups                 (phase "logprobs")
+        advantages <- ADVANTAGES[estimator] (+ KL-in-reward, overlong shaping)
+        policy (and critic) update: epochs x minibatches            (phase "train")
+        weights -> rollout workers                                  (phase "sync")
+
+Async mode generates step t+1 with the weights of step t while step t trains (staleness 1, the
+truncated-IS correction accounts for the lag). Every remote call has a timeout and names the
+worker and phase on failure (``actors.launch`` / ``learner.launch``); a dead rollout or reward
+worker is restarted and its shard retried there. Checkpoints every N steps; a re-run resumes
+model, optimizer, sampler position and step exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from rewards.base import RewardItem
+from rlsys.controller.experience import (
+    build_experience,
+    compute_advantages,
+    informative_groups,
+    overlong_penalty,
+    select,
+)
+from rlsys.controller.learners import Learners, split_rows
+from rlsys.controller.metrics import MetricsLogger, plot_curves
+from rlsys.controller.phases import PhaseTimer
+from rlsys.controller.supervised import _prune
+
+
+class Batch:
+    """One step's samples: completions, their scores and group ids (one group per prompt)."""
+
+    def __init__(self, completions: list, scores: list, records: list[dict], version: int):
+        self.completions, self.scores, self.records = completions, scores, records
+        self.version = version  # policy version that generated it
+        self.group_ids = [c.prompt_index for c in completions]
+
+    def rewards(self) -> torch.Tensor:
+        """(B,) scalar rewards; an item the reward could not score counts 0 (and is logged)."""
+        return torch.tensor([s.value if s.ok else 0.0 for s in self.scores])
+
+    def keep(self, mask: torch.Tensor) -> Batch:
+        """Only the samples where ``mask`` is True."""
+        idx = [i for i, k in enumerate(mask.tolist()) if k]
+        out = Batch([self.completions[i] for i in idx], [self.scores[i] for i in idx],
+                    self.records, self.version)
+        out.group_ids = [self.group_ids[i] for i in idx]
+        return out
+
+    def extend(self, other: Batch) -> None:
+        """Append another batch's samples (its groups renumbered after ours)."""
+        offset = max(self.group_ids, default=-1) + 1
+        self.completions += other.completions
+        self.scores += other.scores
+        self.group_ids += [g + offset for g in other.group_ids]
+
+
+class RLStage:
+    """State of one RL stage: learner groups, worker pools, prompt sampler, logger."""
+
+    def __init__(self, ctx: Any, stage: Any, model_path: str) -> None:
+        from rlsys.data.mixture import MixtureSampler
+        from rlsys.modeling import load_tokenizer
+
+        self.ctx, self.stage, self.algo = ctx, stage, stage.algo_or_default
+        self.rc, self.recipe = ctx.recipe.rollout, ctx.recipe
+        self.pad_id = load_tokenizer(model_path).pad_token_id
+        updates = stage.steps * self.algo.ppo_epochs * self.algo.num_minibatches
+        self.policy = Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr)
+        self.reference = (Learners(ctx.recipe, model_path, total_steps=1, name="reference")
+                          if self.algo.kl_coef > 0 else None)
+        self.critic = (Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
+                                value_head=True, name="critic")
+                       if stage.estimator in ("gae", "gae_whitened") else None)
+        self.rollout = ctx.rollout_pool(model_path)
+        self.reward = ctx.reward_pool()
+        self.sources = ctx.stage_sources(stage.sources, ("prompt", "sft"))
+        self.sampler = MixtureSampler({n: len(ctx.records(n)) for n in self.sources},
+                                      {n: ctx.source(n).weight for n in self.sources},
+                                      seed=ctx.recipe.seed)
+        self.dir = ctx.stage_dir(stage.name)
+        self.step = self._resume()
+        lg = ctx.recipe.logging
+        self.logger = MetricsLogger(ctx.run_dir, stage.name, stage.steps,
+                                    tensorboard=lg.tensorboard, progress=lg.progress,
+                                    start_step=self.step)
+        self.version = 0
+
+    # ------------------------------------------------------------------ resume / checkpoint
+    def _resume(self) -> int:
+        from learner.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(self.dir / "ckpt") if self.recipe.checkpoint.resume else None
+        if latest is None:
+            return 0
+        extra = self.policy.load_checkpoint(str(latest))
+        if self.critic is not None:
+            self.critic.load_checkpoint(str(self.dir / "critic" / latest.name))
+        self.sampler.load_state_dict(extra["sampler"])
+        self.rollout.sync_weights(self.policy.state_dict_for_sync())
+        print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
+        return int(extra["step"])
+
+    def save(self, path: str) -> None:
+        """Checkpoint policy (+ critic) with the step and the sampler position."""
+        extra = {"step": self.step, "sampler": self.sampler.state_dict()}
+        if self.critic is not None:  # the critic first: the policy dir marks completeness
+            from pathlib import Path
+
+            self.critic.save_checkpoint(str(self.dir / "critic" / Path(path).name), extra)
+        self.policy.save_checkpoint(path, extra)
+
+    # ------------------------------------------------------------------ the phases
+    def draw_prompts(self, count: int) -> list[dict]:
+        """The next ``count`` prompt records from the mixture."""
+        return [self.ctx.records(name)[i] for name, i in
+                (next(self.sampler) for _ in range(count))]
+
+    def start_generation(self, records: list[dict], seed: int) -> tuple[list, list[dict], int]:
+        """Launch sampling of ``n`` responses per prompt: pending shards, records, and the
+        policy version generating them."""
+        pending = self.rollout.generate_async(
+            [r["prompt"] for r in records], n=self.rc.n, temperature=self.rc.temperature,
+            top_p=self.rc.top_p, max_new_tokens=self.rc.max_new_tokens, seed=seed)
+        return pending, records, self.version
+
+    def finish_generation(self, pending: list, records: list[dict], version: int,
+                          timer: PhaseTimer) -> Batch:
+        """Wait for each generation shard and score it as soon as it lands (overlap)."""
+        sampling = dict(n=self.rc.n, temperature=self.rc.temperature, top_p=self.rc.top_p,
+                        max_new_tokens=self.rc.max_new_tokens)
+        completions, score_refs = [], []
+        with timer("generate"):
+            for shard in pending:
+                done = self.rollout.wait_shard(shard, **sampling)
+                items = [RewardItem(records[c.prompt_index]["prompt"], c.text,
+                                    records[c.prompt_index].get("answer")) for c in done]
+                score_refs.append(self.reward.score_async(items, spread=False))
+                completions += done
+        with timer("reward"):
+            scores = [s for refs in score_refs for s in self.reward.wait(refs)]
+        return Batch(completions, scores, records, version)
+
+    def collect(self, step: int, timer: PhaseTimer, pending: Any = None) -> Batch:
+        """Generate + score one batch; with dynamic sampling drop uninformative groups and
+        refill up to ``max_refill_rounds`` times."""
+        seed = self.recipe.seed * 100_003 + step * 1_009
+        pending = pending or self.start_generation(self.draw_prompts(self.rc.prompts_per_step),
+                                                   seed)
+        batch = self.finish_generation(*pending, timer)
+        if not self.algo.dynamic_sampling:
+            return batch
+        batch = batch.keep(informative_groups(batch.rewards(), torch.tensor(batch.group_ids)))
+        for round_ in range(self.algo.max_refill_rounds):
+            groups = len(set(batch.group_ids))
+            if groups >= self.rc.prompts_per_step:
+                break
+            more = self.finish_generation(*self.start_generation(
+                self.draw_prompts(self.rc.prompts_per_step - groups), seed + 7 * (round_ + 1)),
+                timer)
+            batch.extend(more.keep(informative_groups(more.rewards(),
+                                                      torch.tensor(more.group_ids))))
+        return batch
+
+    def prepare(self, batch: Batch, timer: PhaseTimer) -> Any:
+        """Experience with old/ref log-probs, values, and advantages."""
+        algo = self.algo
+        exp = build_experience(batch.completions, batch.rewards().tolist(),
+                               group_ids=batch.group_ids, pad_id=self.pad_id)
+        lengths = exp.tokens.mask.sum(dim=1)
+        shaping = overlong_penalty(lengths, max_new_tokens=self.rc.max_new_tokens,
+                                   buffer=algo.overlong_buffer, penalty=algo.overlong_penalty)
+        with timer("logprobs"):
+            need_old = (algo.ppo_epochs * algo.num_minibatches > 1 or algo.tis_cap is not None
+                        or algo.kl_mode == "reward" and algo.kl_coef > 0)
+            if need_old:  # else on-policy: the learner uses its own detached log-probs
+                exp.old_logprobs = self.policy.forward("forward_logprobs", exp.tokens)
+            if self.reference is not None:
+                exp.ref_logprobs = self.reference.forward("forward_logprobs", exp.tokens)
+            if self.critic is not None:
+                exp.values = self.critic.forward("forward_values", exp.tokens)
+        kl_reward = algo.kl_coef if algo.kl_mode == "reward" else 0.0
+        return compute_advantages(exp, estimator=self.stage.estimator, gamma=algo.gamma,
+                                  lam=algo.lam, norm_std=algo.norm_std, kl_coef=kl_reward,
+                                  kl_estimator=algo.kl_estimator, extra_rewards=shaping)
+
+    def update(self, exp: Any, timer: PhaseTimer) -> dict[str, float]:
+        """PPO epochs x minibatches of policy (and critic) steps; mean metrics."""
+        algo, rows = self.algo, exp.tokens.input_ids.shape[0]
+        kl_loss = algo.kl_coef if algo.kl_mode == "loss" else 0.0
+        totals: dict[str, float] = {}
+        count = 0
+        with timer("train"):
+            for epoch in range(algo.ppo_epochs):
+                order = torch.randperm(rows, generator=torch.Generator().manual_seed(
+                    self.step * 31 + epoch))
+                for mb in split_rows(rows, -(-rows // algo.num_minibatches), 1)[0]:
+                    part = select(exp, order[mb.start:mb.stop])
+                    metrics = self.policy.train(
+                        "train_policy", part, objective=algo.objective,
+                        aggregation=algo.aggregation, clip_low=algo.clip_low,
+                        clip_high=algo.clip_high, clip_c=algo.clip_c, tis_cap=algo.tis_cap,
+                        kl_coef=kl_loss, kl_estimator=algo.kl_estimator,
+                        entropy_coef=algo.entropy_coef, num_tokens=int(part.tokens.mask.sum()),
+                        num_seqs=part.tokens.input_ids.shape[0],
+                        norm_len=self.rc.max_new_tokens)
+                    if self.critic is not None:
+                        vm = self.critic.train("train_value", part, clip=algo.value_clip,
+                                               num_tokens=int(part.tokens.mask.sum()))
+                        metrics.update({f"critic/{k}": v for k, v in vm.items()})
+                    for k, v in metrics.items():
+                        totals[k] = totals.get(k, 0.0) + float(v)
+                    count += 1
+        return {k: v / count for k, v in totals.items()}
+
+    def sync(self, timer: PhaseTimer) -> None:
+        """Push the updated policy weights to the rollout workers."""
+        with timer("sync"):
+            self.version = self.rollout.sync_weights(self.policy.state_dict_for_sync())
+        self.ctx.mark_rollout_weights(f"{self.stage.name}@{self.step}")
+
+    def close(self) -> dict[str, Any]:
+        """Save the final model, write curves, stop the learner groups."""
+        final = str(self.dir / "final")
+        self.save(final)
+        for group in (self.policy, self.reference, self.critic):
+            if group is not None:
+                group.shutdown()
+        self.logger.close()
+        if self.recipe.logging.plot:
+            plot_curves(self.ctx.run_dir, self.stage.name,
+                        ["reward/mean", "accuracy", "response_length/mean", "kl"],
+                        self.ctx.run_dir / f"{self.stage.name}_curves.png")
+        self.ctx.mark_rollout_weights(final)
+        return {"checkpoint": final}
+
+
+def batch_metrics(batch: Batch, exp: Any) -> dict[str, float]:
+    """Reward, accuracy, length and truncation statistics of a batch."""
+    rewards = batch.rewards()
+    lengths = exp.tokens.mask.sum(dim=1).float()
+    correct = [bool((s.info or {}).get("correct", s.ok and s.value >= 1.0))
+               for s in batch.scores]
+    return {
+        "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())
+        if len(rewards) > 1 else 0.0,
+        "reward/errors": float(sum(not s.ok for s in batch.scores)),
+        "accuracy": sum(correct) / max(len(correct), 1),
+        "response_length/mean": float(lengths.mean()),
+        "response_length/truncated": sum(c.finish_reason == "length" for c in batch.completions)
+        / max(len(batch.completions), 1),
+        "groups": float(len(set(batch.group_ids))), "samples": float(len(batch.completions)),
+        "staleness": 0.0,
+    }
+
+
+def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+    """Run an RL stage for ``stage.steps`` steps (resuming if a checkpoint exists)."""
+    run = RLStage(ctx, stage, model_path)
+    every = ctx.recipe.checkpoint.every_n_steps
+    prefetch = None
+    while run.step < stage.steps:
+        timer, t0 = PhaseTimer(), time.monotonic()
+        batch = run.collect(run.step + 1, timer, prefetch)
+        prefetch = None
+        if run.algo.async_rollout and run.step + 1 < stage.steps:
+            # generation of step t+1 runs on the current (soon stale) weights while we train
+            prefetch = run.start_generation(run.draw_prompts(run.rc.prompts_per_step),
+                                            ctx.recipe.seed * 100_003 + (run.step + 2) * 1_009)
+        run.step += 1
+        if not batch.completions:
+            run.logger.note(f"[{stage.name}] step {run.step}: no informative group; skipped")
+            continue
+        exp = run.prepare(batch, timer)
+        metrics = {**batch_metrics(batch, exp), **run.update(exp, timer)}
+        metrics["staleness"] = float(run.version - batch.version)
+        run.sync(timer)
+        step_s = time.monotonic() - t0
+        generated = float(exp.tokens.mask.sum())
+        metrics.update(timer.metrics(step_s))
+        metrics.update({"time/step_s": step_s,
+                        "tokens_per_s": generated / max(timer.seconds.get("generate", 0), 1e-9)})
+        run.logger.log(run.step, metrics, show=("reward/mean", "accuracy", "time/step_s"))
+        if every and run.step % every == 0 and run.step < stage.steps:
+            from learner.checkpoint import checkpoint_dir
+
+            run.save(str(checkpoint_dir(run.dir / "ckpt", run.step)))
+            _prune(run.dir / "ckpt", ctx.recipe.checkpoint.keep_last)
+    return run.close()
