@@ -2,10 +2,10 @@
 
 Built-in rewards (``math``, ``code``, ``format``) are built once per app and run in the
 threadpool (they are CPU-bound; the event loop keeps serving). Their successful scores are cached
-in Redis by ``cache_key`` (errors are not cached: they may be transient); when Redis is down the
-cache is simply skipped. Registered plugins are called through ``RemoteReward``; their failures
-become per-item errors. Plugin scores are not cached (a plugin may change behind its URL).
-This module knows nothing of HTTP status codes.
+in Redis by ``cache_key`` (errors and sandbox timeouts are not cached: they may be transient);
+when Redis is down the cache is simply skipped. Registered plugins are called through
+``RemoteReward``; their failures become per-item errors. Plugin scores are not cached (a
+plugin may change behind its URL). This module knows nothing of HTTP status codes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from rewards.service.metrics import ServiceMetrics
 from rewards.service.store import RedisStore, StoreUnavailable, cache_key
 
 BUILTINS = ("math", "code", "format")
+#: verdicts that may flip on a less loaded machine: scored, but never cached.
+_LOAD_DEPENDENT = frozenset({"timeout"})
+_MAX_REMOTES = 128
 
 
 def safe_score(reward: Reward, items: Sequence[RewardItem]) -> list[Score]:
@@ -79,7 +82,7 @@ class Scorer:
         to_cache: dict[str, float] = {}
         for i, score in zip(misses, fresh, strict=True):
             out[i] = score
-            if score.ok:
+            if score.ok and score.info.get("status") not in _LOAD_DEPENDENT:
                 to_cache[keys[i]] = float(score.value)  # type: ignore[arg-type]
             if name == "code":
                 status = score.info.get("status") if score.ok else "error"
@@ -108,6 +111,8 @@ class Scorer:
         key = (name, url, timeout_s)
         with self._lock:
             if key not in self._remotes:
+                if len(self._remotes) >= _MAX_REMOTES:  # plugins churn: drop the oldest client
+                    self._remotes.pop(next(iter(self._remotes))).close()
                 # One quick retry for a dropped connection; the caller owns longer retry loops.
                 self._remotes[key] = RemoteReward(url, name=name, timeout_s=timeout_s,
                                                   retries=1, backoff_s=0.1,
