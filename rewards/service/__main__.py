@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rewards.service", description=__doc__)
     parser.add_argument("--host", default=defaults["host"].default)
     parser.add_argument("--port", type=int, default=defaults["port"].default)
-    parser.add_argument("--redis-url", default=defaults["redis_url"].default)
+    parser.add_argument("--redis-url", default=None, help="default: $RLSYS_REDIS_URL, else "
+                        "redis://127.0.0.1:6379/0")
     parser.add_argument("--max-body-bytes", type=int, default=defaults["max_body_bytes"].default)
     parser.add_argument("--max-batch", type=int, default=defaults["max_batch"].default)
     parser.add_argument("--cache-ttl-s", type=int, default=defaults["cache_ttl_s"].default)
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info")
     args = vars(parser.parse_args(argv))
     log_level = args.pop("log_level")
+    if args["redis_url"] is None:
+        del args["redis_url"]
     serve(ServiceSettings(**args), log_level=log_level)
 
 

@@ -1,7 +1,7 @@
 """Typed settings of the reward service (``rlsys serve``).
 
-Only configuration lives here: no I/O beyond reading ``RLSYS_API_TOKEN`` from the environment
-when no token is given explicitly.
+Only configuration lives here: no I/O beyond reading ``RLSYS_API_TOKEN`` and
+``RLSYS_REDIS_URL`` from the environment when no value is given explicitly.
 """
 
 from __future__ import annotations
@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def _redis_url_from_env() -> str:
+    return os.environ.get("RLSYS_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def _token_from_env() -> str | None:
@@ -22,8 +26,10 @@ class ServiceSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0",
-                           description="Redis holding the plugin registry, cache and rate limits.")
+    redis_url: str = Field(default_factory=_redis_url_from_env,
+                           description="Redis holding the plugin registry, cache and rate "
+                                       "limits; defaults to $RLSYS_REDIS_URL, else "
+                                       "redis://127.0.0.1:6379/0.")
     token: str | None = Field(default_factory=_token_from_env,
                               description="Bearer token required on /v1/* and /metrics; "
                                           "defaults to $RLSYS_API_TOKEN; None disables auth.")

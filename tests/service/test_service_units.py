@@ -19,6 +19,10 @@ def test_settings_token_from_env_and_strictness(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("RLSYS_API_TOKEN")
     assert ServiceSettings().token is None
     assert ServiceSettings().max_body_bytes == 16 * 1024 * 1024
+    monkeypatch.setenv("RLSYS_REDIS_URL", "redis://redis.internal:6380/2")
+    assert ServiceSettings().redis_url == "redis://redis.internal:6380/2"
+    monkeypatch.delenv("RLSYS_REDIS_URL")
+    assert ServiceSettings().redis_url == "redis://127.0.0.1:6379/0"
     with pytest.raises(ValidationError, match="max_batch"):
         ServiceSettings(max_batch=0)
     with pytest.raises(ValidationError, match="Extra inputs"):
