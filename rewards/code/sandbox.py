@@ -19,6 +19,11 @@ Isolation of one process (``launch``):
   CPU, FSIZE, NOFILE, NPROC, CORE=0. Hard = soft, so they cannot be raised again.
 * Kill: the outer bwrap leads its own process group; killing it makes the sandbox's pid 1 die
   (``--die-with-parent``), and the kernel kills every process left in the pid namespace.
+  Measured: bwrap's in-namespace pid 1 is re-parented to the host's init when the outer bwrap
+  exits, and stays a zombie (no code running) until init reaps it, ~1-2 s on a loaded machine;
+  zombies still count against RLIMIT_NPROC of their uid, one more reason for fresh uids.
+* Threads: ``preexec_fn`` runs between fork and exec while other launcher threads may hold
+  locks; it only calls pre-bound C functions (no imports), which is safe in practice.
 
 This module does not decide verdicts; ``runner`` does.
 """
