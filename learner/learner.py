@@ -122,6 +122,18 @@ class Learner:
         self._tokenizer = _maybe_tokenizer(self.model_dir) if rank == 0 else None
         _seed_everything(seed + rank)
 
+    def info(self) -> dict[str, Any]:
+        """Plain facts about this rank (Ray callers cannot read attributes directly)."""
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "zero_stage": self.zero_stage,
+            "step": self.step,
+            "value_head": self.value_head,
+            "dtype": self.dtype,
+            "model_dir": self.model_dir,
+        }
+
     # ----------------------------------------------------------------- forward (no grad)
     @torch.no_grad()
     def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:

@@ -28,9 +28,7 @@ def _params(learner: Learner) -> dict[str, torch.Tensor]:
 def test_sft_loss_falls_on_a_memorisable_batch(tiny_model_dir):
     learner = _learner(tiny_model_dir)
     batch = token_batch(random_rows(2, 12, seed=0))
-    losses = [
-        learner.train_sft([batch], num_tokens=_num_tokens(batch))["loss"] for _ in range(10)
-    ]
+    losses = [learner.train_sft([batch], num_tokens=_num_tokens(batch))["loss"] for _ in range(10)]
     assert losses[-1] < 0.5 * losses[0], losses
     assert learner.step == 10
 
@@ -72,8 +70,12 @@ def test_checkpoint_is_a_plain_hf_directory(tiny_model_dir, tmp_path):
 def test_resume_continues_exactly(tiny_model_dir, tmp_path):
     """save after 2 steps, load into a fresh learner: step 3 equals the uninterrupted step 3
     (needs the Adam moments, the warmup LR position and the step counter)."""
-    opts = {"lr": 1e-3, "schedule": "cosine", "total_steps": 6,
-            "schedule_kwargs": {"warmup_steps": 2}}
+    opts = {
+        "lr": 1e-3,
+        "schedule": "cosine",
+        "total_steps": 6,
+        "schedule_kwargs": {"warmup_steps": 2},
+    }
     batches = [token_batch(random_rows(2, 8, seed=s)) for s in range(3)]
     original = _learner(tiny_model_dir, **opts)
     for b in batches[:2]:
