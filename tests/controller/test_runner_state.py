@@ -1,0 +1,44 @@
+"""Run bookkeeping: the run state file survives restarts, the summary line has the promised
+shape, local Ray gets enough logical CPUs for the recipe's actors."""
+
+from pathlib import Path
+
+from rlsys.config import recipe_from_dict
+from rlsys.controller.context import local_cpus_needed
+from rlsys.controller.runner import RunState, accuracy_summary, resolve_run_dir
+
+
+def test_run_state_roundtrip(tmp_path):
+    state = RunState(tmp_path / "run_state.json")
+    assert state.done("sft") is None
+    state.finish("sft", "/x/final", {"loss": 1.0})
+    state.add_eval("base", {"accuracy": 0.07, "correct": 7, "total": 100})
+    state.add_eval("base", {"accuracy": 0.08, "correct": 8, "total": 100})
+    again = RunState(tmp_path / "run_state.json")
+    assert again.done("sft") == "/x/final"
+    assert again.eval_result("base")["accuracy"] == 0.08 and len(again.data["evals"]) == 1
+
+
+def test_accuracy_summary_line(tmp_path):
+    state = RunState(tmp_path / "s.json")
+    for label, acc in [("base", 0.07), ("sft", 0.35), ("grpo", 0.42)]:
+        state.add_eval(label, {"accuracy": acc})
+    line = accuracy_summary(state, ["base", "sft", "grpo"], Path("/r"))
+    assert line == "held-out accuracy: 0.07 -> 0.35 (sft) -> 0.42 (grpo) (run dir: /r)"
+
+
+def _recipe(**learner):
+    return recipe_from_dict({
+        "name": "t", "learner": learner,
+        "data": {"sources": [{"name": "a", "generator": "arithmetic", "kind": "prompt"}]},
+        "stages": [{"name": "p", "kind": "ppo", "algo": {"kl_coef": 0.1}}]})
+
+
+def test_local_cpus_cover_policy_reference_critic_and_rollout():
+    # 2 ranks x (policy + reference + critic) + 1 rollout worker = 7 logical CPUs
+    assert local_cpus_needed(_recipe(num_ranks=2)) >= 7
+
+
+def test_run_dir_template():
+    assert resolve_run_dir(_recipe(), None).name == "t"
+    assert str(resolve_run_dir(_recipe(), "/tmp/x")) == "/tmp/x"
