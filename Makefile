@@ -1,7 +1,8 @@
 # The two commands a new user types: `make demo` (CPU quickstart) and `make test`.
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-fast test-slow lint bench
 SHELL := /bin/bash
 VENV := .venv
+PYTEST := $(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 setup:
 	@bash scripts/setup.sh
@@ -9,8 +10,17 @@ setup:
 demo: setup
 	OMP_WAIT_POLICY=ACTIVE $(VENV)/bin/rlsys train configs/quickstart.yaml
 
+# The default suite, then the heavier runs (multi-rank training, full recipes, vLLM) that sit
+# behind the `slow` marker. CI (.ci/run) runs both through this target.
 test: setup
-	$(VENV)/bin/python -m pytest -q tests
+	$(PYTEST) -m "not slow" tests
+	$(PYTEST) -m "slow" tests
+
+test-fast: setup
+	$(PYTEST) -m "not slow" tests
+
+test-slow: setup
+	$(PYTEST) -m "slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
