@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,7 @@ import torch
 import torch.distributed as dist
 
 from learner import checkpoint as ckpt
-from learner._packed import packed_forward
-from learner.critic import CriticModel, load_critic, save_critic, values_from_output
+from learner.critic import CriticModel, save_critic, values_from_output
 from learner.engine import (
     DTYPES,
     build_ds_config,
@@ -41,17 +40,19 @@ from learner.engine import (
     init_distributed,
     skip_shm_comm_build,
 )
+from learner.loading import EngineView, load_model, maybe_tokenizer, seed_everything
 from learner.losses import (
     LossFn,
     dpo_loss_fn,
-    experience_to,
+    micro_batch_to,
+    micro_batch_tokens,
     policy_loss_fn,
     sft_loss_fn,
-    stack_pair,
     value_loss_fn,
 )
 from learner.schedules import build_lr_lambda
 from rlsys.algo import sequence_logps, token_logprobs
+from rlsys.data.attention import packed_forward
 from rlsys.types import Experience, TokenBatch
 
 DEEPSPEED_DIR = "deepspeed"
@@ -102,9 +103,9 @@ class Learner:
             master_port=master_port,
             backend=backend or default_backend(),
         )
-        _seed_everything(seed)  # same on all ranks: identical freshly initialised heads
+        seed_everything(seed)  # same on all ranks: identical freshly initialised heads
         self.model_dir = resolve_model(model_path)
-        model = _load_model(self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype])
+        model = load_model(self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype])
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -119,8 +120,9 @@ class Learner:
             lr_lambda=lr_lambda,
         )
         self.device = self._engine.device
-        self._tokenizer = _maybe_tokenizer(self.model_dir) if rank == 0 else None
-        _seed_everything(seed + rank)
+        self._model_view = EngineView(self._engine)
+        self._tokenizer = maybe_tokenizer(self.model_dir) if rank == 0 else None
+        seed_everything(seed + rank)
 
     def info(self) -> dict[str, Any]:
         """Plain facts about this rank (Ray callers cannot read attributes directly)."""
@@ -141,7 +143,7 @@ class Learner:
         False (used for old and reference log-probs)."""
         self._engine.eval()
         batch = batch.to(self.device)
-        logprobs = token_logprobs(packed_forward(self._engine, batch), batch.input_ids)
+        logprobs = token_logprobs(packed_forward(self._model_view, batch), batch.input_ids)
         return torch.where(batch.mask, logprobs, 0).float().cpu()
 
     @torch.no_grad()
@@ -160,7 +162,7 @@ class Learner:
         return torch.where(batch.mask, values, 0).float().cpu()
 
     def _values(self, batch: TokenBatch) -> torch.Tensor:
-        return values_from_output(packed_forward(self._engine, batch))
+        return values_from_output(packed_forward(self._model_view, batch))
 
     # ----------------------------------------------------------------- training steps
     def train_sft(
@@ -250,8 +252,10 @@ class Learner:
         sums: dict[str, torch.Tensor] = {}
         for index, micro_batch in enumerate(micro_batches):
             engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-            logits = packed_forward(engine, _tokens_of(micro_batch).to(self.device))
-            loss, metrics = loss_fn(_to_device(micro_batch, self.device), logits)
+            logits = packed_forward(
+                self._model_view, micro_batch_tokens(micro_batch).to(self.device)
+            )
+            loss, metrics = loss_fn(micro_batch_to(micro_batch, self.device), logits)
             engine.backward(loss * self.world_size, scale_wrt_gas=False)
             for name, value in {"loss": loss.detach(), **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().double().cpu()
@@ -382,77 +386,3 @@ class Learner:
         token = [uuid.uuid4().hex if self.rank == 0 else None]
         dist.broadcast_object_list(token, src=0)
         return str(token[0])
-
-
-def _tokens_of(micro_batch: Any) -> TokenBatch:
-    """The tokens to run the model on: a TokenBatch, an Experience's tokens, or for DPO the
-    chosen and rejected rows stacked (see ``learner.losses.stack_pair``)."""
-    if isinstance(micro_batch, TokenBatch):
-        return micro_batch
-    if isinstance(micro_batch, Experience):
-        return micro_batch.tokens
-    return stack_pair(micro_batch[0], micro_batch[1])
-
-
-def _to_device(micro_batch: Any, device: Any) -> Any:
-    if isinstance(micro_batch, TokenBatch):
-        return micro_batch.to(device)
-    if isinstance(micro_batch, Experience):
-        return experience_to(micro_batch, device)
-    return tuple(x.to(device) for x in micro_batch)
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _maybe_tokenizer(model_dir: str) -> Any:
-    """The tokenizer saved beside the model, or None when the directory has none."""
-    from rlsys.modeling import load_tokenizer
-
-    if not any(Path(model_dir, f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return None
-    return load_tokenizer(model_dir)
-
-
-def _load_model(
-    model_dir: str, ds_config: dict[str, Any], *, value_head: bool, dtype: torch.dtype
-) -> torch.nn.Module:
-    """Load the causal LM (or critic). Under ZeRO-3 parameters are partitioned while loading
-    (``HfDeepSpeedConfig`` makes ``from_pretrained`` use ``deepspeed.zero.Init``)."""
-    from rlsys.modeling import load_causal_lm
-
-    def load() -> torch.nn.Module:
-        if value_head:
-            return load_critic(model_dir, dtype)
-        return load_causal_lm(model_dir, dtype=str(dtype).removeprefix("torch."))
-
-    if ds_config["zero_optimization"]["stage"] != 3:
-        return load()
-    return _with_zero3_init(model_dir, ds_config, load)
-
-
-def _with_zero3_init(
-    model_dir: str, ds_config: dict[str, Any], load: Callable[[], torch.nn.Module]
-) -> torch.nn.Module:
-    import torch._dynamo  # noqa: F401  (must precede zero.Init, see ENVIRONMENT.md)
-    from transformers import AutoConfig
-    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
-
-    # zero.Init patches module classes as it enters; importing the model classes first avoids
-    # DeepSpeed's "Signature mismatch" TypeError.
-    config = AutoConfig.from_pretrained(model_dir)
-    _ = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], MODEL_MAPPING[type(config)]
-    hf_ds_config = HfDeepSpeedConfig(ds_config)  # global weak ref: must stay alive while loading
-    try:
-        return load()
-    finally:
-        del hf_ds_config
-        unset_hf_deepspeed_config()  # later learners in this process may use other stages

@@ -221,3 +221,22 @@ def value_loss_fn(*, clip: float, num_tokens: int) -> LossFn:
         return loss, _weighted(diag, mask.sum() / num_tokens)
 
     return loss_fn
+
+
+def micro_batch_tokens(micro_batch: Any) -> TokenBatch:
+    """The tokens to run the model on: a TokenBatch, an Experience's tokens, or for DPO the
+    chosen and rejected rows stacked (see ``stack_pair``)."""
+    if isinstance(micro_batch, TokenBatch):
+        return micro_batch
+    if isinstance(micro_batch, Experience):
+        return micro_batch.tokens
+    return stack_pair(micro_batch[0], micro_batch[1])
+
+
+def micro_batch_to(micro_batch: Any, device: Any) -> Any:
+    """A copy of a TokenBatch, an Experience or a DPO tuple with every tensor on ``device``."""
+    if isinstance(micro_batch, TokenBatch):
+        return micro_batch.to(device)
+    if isinstance(micro_batch, Experience):
+        return experience_to(micro_batch, device)
+    return tuple(x.to(device) for x in micro_batch)

@@ -35,13 +35,14 @@ def test_sft_loss_falls_on_a_memorisable_batch(tiny_model_dir):
 
 def test_micro_batches_reproduce_the_full_batch_step(tiny_model_dir):
     """2 micro-batches with global normalisers == one full batch: same loss, grad norm and
-    parameters after the step (the accumulation must neither average nor double-divide)."""
+    parameters after the step (the accumulation must neither average nor double-divide;
+    gradient checkpointing on the split side must not change anything either)."""
     rows = random_rows(4, 10, seed=1)
     full, first, second = token_batch(rows), token_batch(rows[:2]), token_batch(rows[2:])
     kwargs = {"aggregation": "seq_mean_token_mean", "num_tokens": _num_tokens(full), "num_seqs": 4}
     opts = {"lr": 1e-3, "eps": 1e-3, "grad_clip": 0.0}  # large eps: Adam's step tracks the grad
     whole = _learner(tiny_model_dir, **opts)
-    split = _learner(tiny_model_dir, **opts)
+    split = _learner(tiny_model_dir, gradient_checkpointing=True, **opts)
     metrics_whole = whole.train_sft([full], **kwargs)
     metrics_split = split.train_sft([first, second], **kwargs)
     assert metrics_split["loss"] == pytest.approx(metrics_whole["loss"], rel=1e-5)
@@ -119,3 +120,18 @@ def test_crash_during_save_keeps_last_good_checkpoint(tiny_model_dir, tmp_path, 
     assert learner.step == 1
     for name, value in good_params.items():
         torch.testing.assert_close(_params(learner)[name], value, rtol=0, atol=0)
+
+
+def test_bfloat16_training_runs(tiny_model_dir):
+    learner = _learner(tiny_model_dir, dtype="bfloat16", lr=1e-2)
+    batch = token_batch(random_rows(2, 8, seed=4))
+    losses = [learner.train_sft([batch], num_tokens=_num_tokens(batch))["loss"] for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+    weights = learner.state_dict_for_sync()
+    assert weights["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert (
+        learner.state_dict_for_sync("float32")[
+            "lm_head.weight" if "lm_head.weight" in weights else "model.norm.weight"
+        ].dtype
+        == torch.float32
+    )
