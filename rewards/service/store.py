@@ -49,7 +49,8 @@ class RedisStore:
         self._down_until = 0.0
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=5, decode_responses=True)
+            # one immediate retry on a fresh connection: a pooled socket may predate a restart
+            retry=Retry(NoBackoff(), 1), health_check_interval=5, decode_responses=True)
 
     async def close(self) -> None:
         """Release the connection pool."""
