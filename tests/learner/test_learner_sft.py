@@ -129,9 +129,5 @@ def test_bfloat16_training_runs(tiny_model_dir):
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
     weights = learner.state_dict_for_sync()
     assert weights["model.embed_tokens.weight"].dtype == torch.bfloat16
-    assert (
-        learner.state_dict_for_sync("float32")[
-            "lm_head.weight" if "lm_head.weight" in weights else "model.norm.weight"
-        ].dtype
-        == torch.float32
-    )
+    as_float = learner.state_dict_for_sync("float32")
+    assert all(v.dtype == torch.float32 for v in as_float.values())
