@@ -1,0 +1,173 @@
+"""End to end: fault tolerance of an RL run.
+
+* Killing the whole driver (SIGKILL to its process group, local Ray included) after the step-2
+  checkpoint and re-running the same command resumes at step 2 and finishes the stage.
+* A rollout worker killed mid-run (its process SIGKILLed while the run goes on, in-process with
+  a shared Ray session) is restarted by the pool and the run completes every step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import (
+    REPO,
+    RL_STEP_KEYS,
+    cli_env,
+    kill_pids,
+    non_finite,
+    pids_in_group,
+    pids_mentioning,
+    ray_session_dir,
+    run_train,
+    stage_rows,
+    train_command,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+RESUME_SETS = ("stages.grpo.steps=4", "checkpoint.every_n_steps=2",
+               "stages.grpo.eval_after=false")
+
+
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    """Where the RL stage ``grpo`` saves the checkpoint taken after ``step`` (see
+    ``learner.checkpoint.checkpoint_dir``; ``training_state/trainer_state.json`` is written
+    last and marks it complete)."""
+    return run_dir / "stages" / "grpo" / "ckpt" / "checkpoints" / f"step_{step:08d}"
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> bool:
+    """Poll ``predicate`` every 0.2 s while ``proc`` runs; False on timeout or early exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def kill_run(proc: subprocess.Popen) -> tuple[str | None, list[int]]:
+    """SIGKILL the driver's process group; returns the Ray session dir it used and the pids
+    of that session still alive afterwards (which are then killed by pid)."""
+    group = pids_in_group(proc.pid)
+    session = ray_session_dir(group)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    wait_gone(group, 30)
+    survivors = pids_mentioning(session) if session else []
+    kill_pids(survivors)
+    wait_gone(survivors, 10)
+    return session, survivors
+
+
+def test_killed_driver_resumes_from_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(train_command("configs/grpo_tiny.yaml", run_dir, *RESUME_SETS),
+                            cwd=REPO, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        ckpt = step_checkpoint(run_dir, 2)
+        saved = wait_for(lambda: (ckpt / "training_state" / "trainer_state.json").is_file(),
+                         300, proc)
+    finally:
+        session, survivors = kill_run(proc)
+        log.close()
+    first = (tmp_path / "first.log").read_text()
+    assert saved, f"no step-2 checkpoint; exit {proc.returncode}\n{first[-4000:]}"
+    assert session is not None, "found no raylet in the driver's process group"
+    assert survivors == [], f"Ray processes of {session} outlived the process group"
+    raylets = [p for p in pids_mentioning(session) if "raylet" in Path(f"/proc/{p}/comm")
+               .read_text(errors="replace")]
+    assert raylets == []
+    assert not (run_dir / "stages" / "grpo" / "final").exists(), "run finished before the kill"
+    before = len(stage_rows(run_dir, "grpo"))
+
+    proc2 = run_train("configs/grpo_tiny.yaml", run_dir, *RESUME_SETS, timeout=300)
+    assert proc2.returncode == 0, proc2.stdout[-4000:]
+    assert "resumed from" in proc2.stdout and "at step 2" in proc2.stdout, proc2.stdout[-4000:]
+    rows = stage_rows(run_dir, "grpo")
+    assert [r["step"] for r in rows[before:]] == [3, 4]
+    assert {r["step"] for r in rows} == {1, 2, 3, 4}
+    for row in rows[before:]:
+        assert non_finite(row, RL_STEP_KEYS) == {}, row
+    state = json.loads((run_dir / "run_state.json").read_text())
+    assert state["stages"]["grpo"]["done"] is True
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A Ray session in this process (reused if one is already running)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def alive_rollout_workers(job_id: str) -> list:
+    """This job's live ``RolloutWorker`` actors (Ray state API)."""
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "RolloutWorker"), ("state", "=", "ALIVE"),
+                                ("job_id", "=", job_id)], raise_on_missing_output=False)
+
+
+class RolloutKiller(threading.Thread):
+    """Waits for the first metrics row, then SIGKILLs the live rollout worker's process."""
+
+    def __init__(self, run_dir: Path, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self.run_dir, self.job_id = run_dir, job_id
+        self.killed: list[int] = []
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            metrics = self.run_dir / "metrics.jsonl"
+            while not self.stop.is_set() and not (metrics.exists() and metrics.read_text()):
+                time.sleep(0.2)
+            if self.stop.is_set():
+                return
+            for actor in alive_rollout_workers(self.job_id):
+                os.kill(actor.pid, signal.SIGKILL)
+                self.killed.append(actor.pid)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def test_killed_rollout_worker_does_not_end_the_run(ray_session, tmp_path):
+    from rlsys.config import load_recipe
+    from rlsys.controller.runner import run_recipe
+
+    recipe = load_recipe(str(REPO / "configs" / "grpo_tiny.yaml"),
+                         ["stages.grpo.steps=3", "stages.grpo.eval_after=false",
+                          "checkpoint.every_n_steps=0", "logging.progress=false"])
+    run_dir = tmp_path / "run"
+    killer = RolloutKiller(run_dir, ray_session.get_runtime_context().get_job_id())
+    killer.start()
+    try:
+        run_recipe(recipe, run_dir=str(run_dir))
+    finally:
+        killer.stop.set()
+        killer.join(timeout=60)
+    assert killer.error is None, repr(killer.error)
+    assert len(killer.killed) == 1, killer.killed
+    assert wait_gone(killer.killed, 5) == []
+    assert [r["step"] for r in stage_rows(run_dir, "grpo")] == [1, 2, 3]
+    state = json.loads((run_dir / "run_state.json").read_text())
+    assert state["stages"]["grpo"]["done"] is True
