@@ -222,6 +222,24 @@ class GenerateConfig(Strict):
     num_prompts: int | None = Field(None, ge=1, description="Limit prompts.")
     min_margin: float = Field(0.0, ge=0, description="preference_pairs: min reward margin.")
     threshold: float = Field(1.0, description="rejection_sampling: min reward to keep.")
+    decontaminate: bool = Field(True, description="Drop prompts/outputs sharing a word n-gram "
+                                                  "with the eval prompts (rlsys.data.decontam).")
+    decontam_n: int = Field(8, ge=1, description="n of the decontamination word n-grams.")
+    fewshot: int = Field(3, ge=1, description="self_instruct: seed instructions shown per "
+                                              "meta-prompt.")
+    min_words: int = Field(3, ge=1, description="self_instruct: min words of a new instruction.")
+    max_words: int = Field(150, ge=1, description="self_instruct: max words of a new "
+                                                  "instruction.")
+    max_similarity: float = Field(0.7, gt=0, le=1, description="self_instruct: max word-bigram "
+                                  "Jaccard similarity to a seed or an earlier instruction.")
+    max_template_share: float = Field(0.25, gt=0, le=1, description="self_instruct: max share of "
+                                      "kept instructions with the same first three words.")
+
+    @model_validator(mode="after")
+    def _word_range(self) -> GenerateConfig:
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must be <= max_words")
+        return self
 
 
 class StageConfig(Strict):

@@ -98,7 +98,7 @@ class RunContext:
                 from rlsys.data.sources import load_records
 
                 loaded = load_records(self.resolve_path(src.path), format=src.format,
-                                      fields=src.fields, on_error=src.on_error,
+                                      fields=src.fields or None, on_error=src.on_error,
                                       source_name=src.name)
                 if loaded.skipped:
                     print(f"[data] {name}: skipped {loaded.skipped} malformed row(s), e.g. "
