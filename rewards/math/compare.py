@@ -1,0 +1,324 @@
+"""Mathematical equivalence of two extracted answers (runs inside the worker processes).
+
+``equivalent(pred, gold)`` parses both answers with our own parser (never ``sympify``/``eval``),
+converts them to values (``values.py``) and compares by kind: numbers exactly when both are
+exact, decimals against exact values within their shown precision (|decimal - exact| < 10^-d
+for d shown fractional digits, i.e. rounding or truncation, and only when the exact value is
+not itself a terminating decimal), percentages as either the number or the number/100,
+expressions by exact or high-precision random-point identity, equations up to a constant
+factor, inequalities up to a positive factor, tuples in order, sets and top-level lists in any
+order, intervals and unions as sets, matrices element-wise. ``\\pm`` makes a set of two.
+It has no time limit of its own: callers run it in a killable process (``pool.py``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import sympy
+
+from rewards.math import values as V
+from rewards.math.lexer import AnswerError
+from rewards.math.parser import parse
+
+_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z\s']*")
+_SAMPLE_POINTS = 3
+_DIGITS = 60
+
+
+def equivalent(pred: str, gold: str) -> bool:
+    """True when the two cleaned answers denote the same mathematical object."""
+    if _squash(pred) == _squash(gold):
+        return True
+    if _is_text(pred) or _is_text(gold):
+        return _is_text(pred) and _is_text(gold) and _squash(pred).lower() == \
+            _squash(gold).lower()
+    try:
+        pred_ast, gold_ast = parse(pred), parse(gold)
+    except AnswerError:
+        return False
+    try:
+        return same_node(pred_ast, gold_ast)
+    except (AnswerError, ValueError, TypeError, ZeroDivisionError, AttributeError,
+            RecursionError, OverflowError, NotImplementedError):
+        return False
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _is_text(text: str) -> bool:
+    """Prose such as ``odd`` or ``Evelyn``: letters only with a word of two letters or more."""
+    return bool(_TEXT_RE.fullmatch(text.strip())) and re.search(r"[A-Za-z]{2}", text) is not None
+
+
+# -- AST -> values --------------------------------------------------------------------------
+def scalar(node: tuple) -> V.Num:
+    """Evaluate an arithmetic AST node to a ``Num`` (raises on sets, relations, ±)."""
+    kind = node[0]
+    if kind == "num":
+        return V.number(node[1])
+    if kind == "name":
+        return V.Num(V.symbol(node[1]))
+    if kind == "const":
+        if node[1] in ("emptyset", "ldots"):
+            return V.Num(sympy.Symbol(node[1]))
+        return V.Num({"pi": sympy.pi, "oo": sympy.oo, "I": sympy.I}[node[1]])
+    if kind == "bin":
+        return V.arith(node[1], scalar(node[2]), scalar(node[3]))
+    if kind == "neg":
+        inner = scalar(node[1])
+        return V.Num(-inner.expr, inner.approx, inner.pct)
+    if kind == "group":
+        return scalar(node[1])
+    if kind == "pow":
+        return V.power(scalar(node[1]), scalar(node[2]))
+    if kind == "fact":
+        return V.factorial(scalar(node[1]))
+    if kind == "pct":
+        inner = scalar(node[1])
+        return V.Num(inner.expr, inner.approx, True)
+    if kind == "sqrt":
+        return V.root(scalar(node[1]), scalar(node[2]) if node[2] is not None else None)
+    if kind == "binom":
+        return V.binomial(scalar(node[1]), scalar(node[2]))
+    if kind == "abs":
+        inner = scalar(node[1])
+        return V.Num(sympy.Abs(inner.expr), inner.approx)
+    if kind == "func":
+        _, name, arg, power, base = node
+        return V.function(name, scalar(arg), scalar(power) if power is not None else None,
+                          scalar(base) if base is not None else None)
+    if kind == "based":
+        digits, base = node[1], node[2]
+        if base.isdigit() and 2 <= int(base) <= 36 and "." not in digits:
+            try:
+                return V.Num(sympy.Integer(int(digits, int(base))))
+            except ValueError:
+                pass
+        return V.Num(sympy.Symbol(f"{digits}_{base}"))
+    raise AnswerError(f"not a scalar: {kind}")
+
+
+def expand_pm(node: tuple, budget: int = 3) -> list[tuple]:
+    """Replace each ``a ± b`` (at most 3) by its two readings; returns the list of variants."""
+    if budget <= 0 or not isinstance(node, tuple):
+        return [node]
+    if node[0] == "pm":
+        left = expand_pm(node[1], budget - 1)
+        right = expand_pm(node[2], budget - 1)
+        return [("bin", op, a, b) for op in "+-" for a in left for b in right]
+    if node[0] == "upm":
+        inner = expand_pm(node[1], budget - 1)
+        return [x for a in inner for x in (a, ("neg", a))]
+    if node[0] in ("bin", "group", "neg", "pow", "sqrt"):
+        children = [expand_pm(c, budget) if isinstance(c, tuple) else [c] for c in node[1:]]
+        if all(len(c) == 1 for c in children):
+            return [node]
+        out = [()]
+        for options in children:
+            out = [prefix + (o,) for prefix in out for o in options]
+        return [(node[0],) + combo for combo in out]
+    return [node]
+
+
+def value(node: tuple):
+    """Turn an AST into a comparable value (Num, Seq, SetV, Rel, Mat)."""
+    kind = node[0]
+    if kind in ("list", "set"):
+        items = []
+        for item in node[1]:
+            variants = expand_pm(item)
+            items.extend(value(v) for v in variants)
+        return V.Seq(kind, items)
+    if kind == "tuple":
+        _, items, opener, closer = node
+        if len(items) == 2 and (opener != closer.translate(str.maketrans(")]", "([")) or
+                                _has_infinity(items)):
+            return V.SetV(_interval(items, opener, closer))
+        return V.Seq("tuple", [value(i) for i in items], opener, closer)
+    if kind in ("cup", "cap", "setminus"):
+        left, right = as_set(value(node[1])), as_set(value(node[2]))
+        op = {"cup": sympy.Union, "cap": sympy.Intersection, "setminus": sympy.Complement}
+        return V.SetV(op[kind](left, right))
+    if kind == "rel":
+        return V.Rel(node[1], node[2])
+    if kind == "matrix":
+        return V.Mat([[value(c) for c in row] for row in node[1]])
+    if kind == "group" and node[1][0] not in ("bin", "num", "name", "neg", "pow"):
+        return value(node[1])
+    variants = expand_pm(node)
+    if len(variants) > 1:
+        return V.Seq("set", [value(v) for v in variants])
+    return scalar(node)
+
+
+def _has_infinity(items: list[tuple]) -> bool:
+    return any(i == ("const", "oo") or i == ("neg", ("const", "oo")) for i in items)
+
+
+def _interval(items: list[tuple], opener: str, closer: str):
+    lo, hi = scalar(items[0]).expr, scalar(items[1]).expr
+    return sympy.Interval(lo, hi, left_open=opener == "(", right_open=closer == ")")
+
+
+def as_set(v):
+    """A sympy set from an interval-like tuple, a ``\\{..\\}`` set or a set value."""
+    if isinstance(v, V.SetV):
+        return v.value
+    if isinstance(v, V.Seq) and v.kind == "tuple" and len(v.items) == 2:
+        lo, hi = v.items
+        if isinstance(lo, V.Num) and isinstance(hi, V.Num):
+            return sympy.Interval(lo.expr, hi.expr, left_open=v.opener == "(",
+                                  right_open=v.closer == ")")
+    if isinstance(v, V.Seq) and v.kind in ("set", "list"):
+        if all(isinstance(i, V.Num) for i in v.items):
+            return sympy.FiniteSet(*[i.expr for i in v.items])
+    if isinstance(v, V.Num) and v.expr.is_number:
+        return sympy.FiniteSet(v.expr)
+    raise AnswerError("not a set")
+
+
+# -- comparison -----------------------------------------------------------------------------
+def same_node(a: tuple, b: tuple) -> bool:
+    """Compare two ASTs (pred, gold) as values."""
+    return same(value(a), value(b))
+
+
+def same(a, b) -> bool:
+    """Equivalence of two values of any kind."""
+    from rewards.math.relations import rel_vs_other, same_rel
+
+    if isinstance(a, V.Rel) or isinstance(b, V.Rel):
+        if isinstance(a, V.Rel) and isinstance(b, V.Rel):
+            return same_rel(a, b)
+        return rel_vs_other(a, b) if isinstance(a, V.Rel) else rel_vs_other(b, a)
+    if isinstance(a, V.Num) and isinstance(b, V.Num):
+        return same_num(a, b)
+    if isinstance(a, V.Seq) and isinstance(b, V.Seq):
+        return _same_seq(a, b)
+    if isinstance(a, V.Mat) or isinstance(b, V.Mat):
+        return _same_matrix(a, b)
+    if isinstance(a, V.SetV) or isinstance(b, V.SetV):
+        try:
+            return _same_set(as_set(a), as_set(b))
+        except AnswerError:
+            return False
+    return False
+
+
+def _same_seq(a: V.Seq, b: V.Seq) -> bool:
+    if len(a.items) != len(b.items):
+        return False
+    if a.kind == "tuple" or b.kind == "tuple":
+        if a.kind != b.kind or (a.opener, a.closer) != (b.opener, b.closer):
+            return False
+        return all(same(x, y) for x, y in zip(a.items, b.items, strict=True))
+    unmatched = list(b.items)
+    for x in a.items:
+        for j, y in enumerate(unmatched):
+            if same(x, y):
+                del unmatched[j]
+                break
+        else:
+            return False
+    return True
+
+
+def _same_matrix(a, b) -> bool:
+    rows_a = a.rows if isinstance(a, V.Mat) else None
+    rows_b = b.rows if isinstance(b, V.Mat) else None
+    if rows_a is not None and rows_b is not None:
+        return len(rows_a) == len(rows_b) and all(
+            len(r) == len(s) and all(same(x, y) for x, y in zip(r, s, strict=True))
+            for r, s in zip(rows_a, rows_b, strict=True))
+    mat, other = (a, b) if rows_a is not None else (b, a)
+    flat = [c for row in mat.rows for c in row]
+    if isinstance(other, V.Seq) and (len(mat.rows) == 1 or len(mat.rows[0]) == 1):
+        return len(flat) == len(other.items) and all(
+            same(x, y) for x, y in zip(flat, other.items, strict=True))
+    return False
+
+
+def _same_set(x, y) -> bool:
+    if x == y:
+        return True
+    diff = sympy.Union(sympy.Complement(x, y), sympy.Complement(y, x))
+    return diff == sympy.EmptySet or diff.is_empty is True
+
+
+def same_num(a: V.Num, b: V.Num) -> bool:
+    """Scalars: exact when both are exact; percentages may be read as x or x/100."""
+    options_a = [a.expr] + ([a.expr / 100] if a.pct and not b.pct else [])
+    options_b = [b.expr] + ([b.expr / 100] if b.pct and not a.pct else [])
+    return any(_same_expr(x, a.approx, y, b.approx) for x in options_a for y in options_b)
+
+
+def _same_expr(x, approx_x, y, approx_y) -> bool:
+    if x == y:
+        return True
+    if isinstance(x, sympy.Rational) and isinstance(y, sympy.Rational):
+        return _within_shown_precision(x, approx_x, y) or \
+            _within_shown_precision(y, approx_y, x)
+    symbols = (x.free_symbols | y.free_symbols) if hasattr(x, "free_symbols") else set()
+    tol = _tolerance(approx_x, approx_y)
+    if symbols:
+        return _identity_by_sampling(x, y, sorted(symbols, key=str), tol)
+    return _close(x, y, tol, approx_x, approx_y)
+
+
+def _terminating(q: sympy.Rational) -> bool:
+    den = int(q.q)
+    for p in (2, 5):
+        while den % p == 0:
+            den //= p
+    return den == 1
+
+
+def _within_shown_precision(decimal, approx, exact) -> bool:
+    """A decimal literal matches a non-terminating exact value it rounds or truncates to."""
+    if approx is None or approx[0] != "abs" or _terminating(exact):
+        return False
+    return abs(decimal - exact) < sympy.Rational(10) ** (-approx[1])
+
+
+def _tolerance(approx_x, approx_y) -> sympy.Float:
+    sig = [a[2] for a in (approx_x, approx_y) if a is not None]
+    if not sig:
+        return sympy.Float(10) ** -40
+    return sympy.Float(5) * sympy.Float(10) ** (-min(sig))
+
+
+def _close(x, y, tol, approx_x, approx_y) -> bool:
+    nx, ny = sympy.N(x, _DIGITS), sympy.N(y, _DIGITS)
+    if not (nx.is_number and ny.is_number) or nx.has(sympy.nan, sympy.zoo) or \
+            ny.has(sympy.nan, sympy.zoo):
+        return False
+    if nx.has(sympy.oo, -sympy.oo) or ny.has(sympy.oo, -sympy.oo):
+        return nx == ny
+    for decimal, approx, exact in ((x, approx_x, ny), (y, approx_y, nx)):
+        if approx is not None and approx[0] == "abs" and isinstance(decimal, sympy.Rational):
+            return abs(sympy.N(decimal, _DIGITS) - exact) < sympy.Float(10) ** (-approx[1])
+    scale = max(abs(nx), abs(ny), sympy.Float(10) ** -300)
+    return bool(abs(nx - ny) <= tol * scale)
+
+
+def _identity_by_sampling(x, y, symbols, tol) -> bool:
+    """Equal at random real points (high precision): a probabilistic identity test."""
+    rng = random.Random(1234)
+    agreed = 0
+    for _ in range(_SAMPLE_POINTS * 3):
+        point = {s: sympy.Float(rng.uniform(0.3, 2.7), _DIGITS) for s in symbols}
+        vx, vy = sympy.N(x.subs(point), _DIGITS), sympy.N(y.subs(point), _DIGITS)
+        if not (vx.is_number and vy.is_number) or vx.has(sympy.nan, sympy.zoo) or \
+                vy.has(sympy.nan, sympy.zoo):
+            continue
+        scale = max(abs(vx), abs(vy), sympy.Float(10) ** -30)
+        if abs(vx - vy) > max(tol, sympy.Float(10) ** -30) * scale:
+            return False
+        agreed += 1
+        if agreed >= _SAMPLE_POINTS:
+            return True
+    return sympy.simplify(x - y) == 0

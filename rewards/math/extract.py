@@ -1,0 +1,173 @@
+"""Find the final answer in a model response and strip LaTeX noise from it.
+
+``extract_answer`` looks, in order, for the last ``\\boxed{}``/``\\fbox{}`` (boxes joined only by
+"and"/commas are merged into one list), a GSM8K ``#### x`` line, "the (final) answer is x",
+the last inline math span (``$..$``, ``\\(..\\)``, ``\\[..\\]``), a short answer-like text, and
+finally the last number. ``clean_answer`` removes layout and units text so the parser sees
+mathematics only. Pure string work (regular expressions and brace matching): nothing here
+evaluates or parses mathematics.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_RAW_CHARS = 1_000_000
+_TAIL_CHARS = 20_000  # answers sit at the end; older text is never scanned
+MAX_EXTRACTED_CHARS = 1000
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
+_BOX_JOIN_RE = re.compile(
+    r"^(?:\s|,|;|\$|\\\(|\\\)|\\\[|\\\]|\\quad|\\qquad|\\,|\\text\{\s*(?:and|or)\s*\}|and|or|&)*$")
+_ANSWER_RE = re.compile(
+    r"(?:final\s+answer|answer)\s*(?:is|:|=|\bis\s*:)\s*:?\s*(.+)", re.IGNORECASE)
+_GSM_RE = re.compile(r"####\s*([^\n]+)")
+_MATH_SPAN_RE = re.compile(
+    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.DOTALL)
+_NUMBER_RE = re.compile(
+    r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|-?\d+(?:[.,]\d+)?|-?\.\d+")
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname|rm|bf)"
+    r"\s*\{([^{}]*)\}")
+_TRAILING_NOISE_RE = re.compile(r"(?:[.。]|\\\\|\\)+\s*$")
+_PERCENT_WORD_RE = re.compile(r"\s*(?:\\%|%|\bpercentage\b|\bpercent\b|\bpct\b)")
+_UNIT_TAIL_RE = re.compile(
+    r"(?<=[\d}\s)])\s*(?<![\\A-Za-z])(?:[A-Za-z]{2,}\.?(?:\s*\^\s*\{?\d\}?|[²³])?\s*)+$")
+_LEAD_RE = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?\s*(?:\\in|∈)\s*)")
+_APPROX_RE = re.compile(r"\\approx|≈|\\sim(?![a-z])")
+
+
+def extract_answer(text: str) -> str | None:
+    """Return the final answer of ``text`` (cleaned), or None when none is found.
+
+    Raw text over 1 MB is rejected at once; only its last 20,000 characters are scanned.
+    """
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_RAW_CHARS:
+        return None
+    tail = text[-_TAIL_CHARS:]
+    for finder in (last_boxed, _gsm8k, _answer_phrase, _last_math_span, _short_text,
+                   _last_number):
+        found = finder(tail)
+        if found is not None and found.strip():
+            cleaned = clean_answer(found)
+            if cleaned and len(cleaned) <= MAX_EXTRACTED_CHARS:
+                return cleaned
+    return None
+
+
+def has_boxed(text: str) -> bool:
+    """True when ``text`` contains a ``\\boxed``/``\\fbox`` answer."""
+    return isinstance(text, str) and last_boxed(text[-_TAIL_CHARS:]) is not None
+
+
+def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """Every ``\\boxed{..}`` / ``\\boxed x`` as (start, end, content), brace-balanced."""
+    spans = []
+    for m in _BOX_RE.finditer(text):
+        start, pos = m.start(), m.end()
+        if pos < len(text) and text[pos] == "{":
+            depth, i = 0, pos
+            while i < len(text):
+                ch = text[i]
+                if ch == "\\":
+                    i += 2
+                    continue
+                depth += ch == "{"
+                depth -= ch == "}"
+                if depth == 0:
+                    spans.append((start, i + 1, text[pos + 1:i]))
+                    break
+                i += 1
+        else:
+            word = re.match(r"[^\s$]+", text[pos:])
+            if word and m.group().endswith(" "):
+                spans.append((start, pos + word.end(), word.group()))
+    return spans
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last box; boxes separated only by commas/"and" are joined with commas."""
+    spans = _boxed_spans(text)
+    if not spans:
+        return None
+    group = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        if _BOX_JOIN_RE.match(text[span[1]:group[0][0]]):
+            group.insert(0, span)
+        else:
+            break
+    return ",".join(s[2] for s in group)
+
+
+def _gsm8k(text: str) -> str | None:
+    found = _GSM_RE.findall(text)
+    return found[-1] if found else None
+
+
+def _answer_phrase(text: str) -> str | None:
+    found = None
+    for m in _ANSWER_RE.finditer(text):
+        found = m.group(1)
+    if found is None:
+        return None
+    found = re.split(r"\n|(?<=[^\d\s])\.\s|\.\s+[A-Z]|\. *$|I hope", found)[0]
+    span = _last_math_span(found)
+    if span is not None:
+        return span
+    number = re.fullmatch(r"\s*\*{0,2}\s*([^*]+?)\s*\*{0,2}\s*", found)
+    return number.group(1) if number else found
+
+
+def _last_math_span(text: str) -> str | None:
+    found = None
+    for m in _MATH_SPAN_RE.finditer(text):
+        found = next(g for g in m.groups() if g is not None)
+    return found
+
+
+def _short_text(text: str) -> str | None:
+    """The whole text when it looks like a bare answer (short, at most two plain words)."""
+    stripped = text.strip()
+    if len(stripped) > 200 or "\n" in stripped:
+        return None
+    words = re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", stripped)
+    return stripped if len(words) <= 3 else None
+
+
+def _last_number(text: str) -> str | None:
+    found = _NUMBER_RE.findall(text)
+    if not found:
+        return None
+    value = found[-1]
+    if re.fullmatch(r"-?\d+,\d{1,2}|-?0,\d+|-?\d+,\d{4,}", value):
+        value = value.replace(",", ".")  # a decimal comma (1000,99 or 0,111), not thousands
+    return value
+
+
+def clean_answer(answer: str) -> str:
+    """Strip layout, dollar signs, ``\\text{}`` wrappers, degrees, units and trailing dots."""
+    s = answer.strip()
+    s = re.sub(r"\\\\(?=[a-zA-Z{}])", r"\\", s)  # doubly escaped LaTeX (\\frac)
+    s = s.replace("\\$", " ").replace("$", " ").replace("\\%", "%")
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ\b|\\degree\b", "", s)
+    s = re.sub(r"\\(?:displaystyle|left|right|big|Big|bigl|bigr)(?![a-zA-Z])", "", s)
+    s = re.sub(r"(?<=\d)(?:,\s*\\!|\{,\}|,\s*\{\s*\})\s*(?=\d{3}(?!\d))", "", s)
+    s = re.sub(r"(?<!\\)\\[,;:! ]|~", " ", s)
+    for _ in range(3):  # nested \text{\textbf{..}}
+        s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(1).strip() + " ", s)
+    if re.fullmatch(r"\s*-?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*", s):
+        s = s.replace(",", "")  # 7,425,000; a comma with another group size is a list
+    s = _APPROX_RE.split(s)[0] if not _is_name_only(_APPROX_RE.split(s)[0]) else s
+    s = _PERCENT_WORD_RE.sub("%", s)
+    s = re.sub(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+", ",", s)
+    s = _LEAD_RE.sub("", s)
+    s = _TRAILING_NOISE_RE.sub("", s).strip()
+    stripped = _UNIT_TAIL_RE.sub("", s).strip()
+    if stripped and re.search(r"\d", stripped) and stripped != s:
+        s = stripped
+    s = re.sub(r"^(\d{1,3}(?: \d{3})+)$", lambda m: m.group(1).replace(" ", ""), s)
+    return _TRAILING_NOISE_RE.sub("", s).strip(" ,;")
+
+
+def _is_name_only(text: str) -> bool:
+    return re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", text) is not None
