@@ -60,7 +60,22 @@ DEEPSPEED_TAG = "state"
 
 
 class Learner:
-    """One rank of a DeepSpeed-trained causal LM (or, with ``value_head=True``, a critic)."""
+    """One rank of a DeepSpeed-trained causal LM (or, with ``value_head=True``, a critic).
+
+    Args (all keyword-only):
+        model_path: HF directory or a ``rlsys.modeling`` short name (``tiny-llama``).
+        rank, world_size, master_addr, master_port: the data-parallel group (TCP rendezvous).
+        zero_stage: DeepSpeed ZeRO stage 0-3. dtype: ``float32`` or ``bfloat16``.
+        lr, weight_decay, betas, eps: torch AdamW (peak LR; decay skips biases and norms).
+        grad_clip: global gradient-norm clip (0 disables). Accumulation steps are not an
+            argument: each ``train_*`` call accumulates over the micro-batches it is given.
+        schedule, schedule_kwargs, total_steps: an entry of ``learner.schedules.SCHEDULES``.
+        seed: model-init seed (all ranks); rank ``r`` then runs with ``seed + r``.
+        backend: ``gloo`` / ``nccl`` (default: ``nccl`` when CUDA is visible).
+        value_head: build a critic (``learner.critic``) instead of a causal LM.
+        gradient_checkpointing: recompute activations in backward.
+        num_threads: ``torch.set_num_threads`` for this process (None leaves it).
+    """
 
     def __init__(
         self,
@@ -105,20 +120,14 @@ class Learner:
         )
         seed_everything(seed)  # same on all ranks: identical freshly initialised heads
         self.model_dir = resolve_model(model_path)
-        model = load_model(self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype])
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+        model = load_model(
+            self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype],
+            gradient_checkpointing=gradient_checkpointing,
+        )  # fmt: skip
         self._engine = create_engine(
-            model,
-            ds_config=ds_config,
-            lr=lr,
-            weight_decay=weight_decay,
-            betas=betas,
-            eps=eps,
+            model, ds_config=ds_config, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
             lr_lambda=lr_lambda,
-        )
+        )  # fmt: skip
         self.device = self._engine.device
         self._model_view = EngineView(self._engine)
         self._tokenizer = maybe_tokenizer(self.model_dir) if rank == 0 else None

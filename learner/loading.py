@@ -54,10 +54,16 @@ def maybe_tokenizer(model_dir: str) -> Any:
 
 
 def load_model(
-    model_dir: str, ds_config: dict[str, Any], *, value_head: bool, dtype: torch.dtype
+    model_dir: str,
+    ds_config: dict[str, Any],
+    *,
+    value_head: bool,
+    dtype: torch.dtype,
+    gradient_checkpointing: bool = False,
 ) -> torch.nn.Module:
     """Load the causal LM (or critic). Under ZeRO-3 parameters are partitioned while loading
-    (``HfDeepSpeedConfig`` makes ``from_pretrained`` use ``deepspeed.zero.Init``)."""
+    (``HfDeepSpeedConfig`` makes ``from_pretrained`` use ``deepspeed.zero.Init``). The model
+    is returned in train mode, with non-reentrant gradient checkpointing when asked."""
     from rlsys.modeling import load_causal_lm
 
     def load() -> torch.nn.Module:
@@ -66,8 +72,12 @@ def load_model(
         return load_causal_lm(model_dir, dtype=str(dtype).removeprefix("torch."))
 
     if ds_config["zero_optimization"]["stage"] != 3:
-        return load()
-    return _with_zero3_init(model_dir, ds_config, load)
+        model = load()
+    else:
+        model = _with_zero3_init(model_dir, ds_config, load)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train()
 
 
 def _with_zero3_init(

@@ -145,10 +145,14 @@ def policy_loss_fn(
     if kl_coef < 0 or entropy_coef < 0:
         raise ValueError(f"kl_coef and entropy_coef must be >= 0, got {kl_coef}, {entropy_coef}")
 
+    clip = {"clip_low": clip_low, "clip_high": clip_high, "clip_c": clip_c}
+
     def loss_fn(experience: Experience, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
         tokens, mask = experience.tokens, experience.tokens.mask
         if experience.advantages is None:
             raise ValueError("train_policy: Experience.advantages is None; compute them first")
+        if kl_coef > 0 and experience.ref_logprobs is None:
+            raise ValueError("train_policy: kl_coef > 0 needs Experience.ref_logprobs")
         logprobs = token_logprobs(logits, tokens.input_ids)
         old_logprobs = experience.old_logprobs
         if old_logprobs is None:  # on-policy: the behaviour policy is the current one
@@ -159,47 +163,58 @@ def policy_loss_fn(
                 old_logprobs, experience.rollout_logprobs, mask, cap=tis_cap
             )
         pg, diag = policy_objective(
-            logprobs,
-            old_logprobs,
-            experience.advantages,
-            mask,
-            clip_low=clip_low,
-            clip_high=clip_high,
-            clip_c=clip_c,
-            is_weights=is_weights,
+            logprobs, old_logprobs, experience.advantages, mask, is_weights=is_weights, **clip
         )
 
         def reduce(per_token: torch.Tensor) -> torch.Tensor:
             return aggregate(
-                per_token,
-                mask,
-                num_tokens=num_tokens,
-                num_seqs=num_seqs,
-                norm_len=norm_len,
-                seq_ids=tokens.seq_ids,
-            )
+                per_token, mask, num_tokens=num_tokens, num_seqs=num_seqs,
+                norm_len=norm_len, seq_ids=tokens.seq_ids,
+            )  # fmt: skip
 
-        loss = reduce(pg)
-        metrics = _weighted(diag, mask.sum() / num_tokens)
-        metrics["pg_loss"] = loss.detach()
-        if kl_coef > 0 and experience.ref_logprobs is None:
-            raise ValueError("train_policy: kl_coef > 0 needs Experience.ref_logprobs")
-        if experience.ref_logprobs is not None:
-            kl = kl_fn(logprobs, experience.ref_logprobs, mask)
-            kl_loss = reduce(kl)
-            loss = loss + kl_coef * kl_loss if kl_coef > 0 else loss
-            metrics["kl"] = _token_sum(kl, mask, num_tokens)
-            metrics["kl_loss"] = kl_loss.detach()
-        with torch.set_grad_enabled(entropy_coef > 0 and torch.is_grad_enabled()):
-            entropy = entropy_from_logits(logits if entropy_coef > 0 else logits.detach())
-        if entropy_coef > 0:
-            entropy_loss = reduce(entropy)
-            loss = loss - entropy_coef * entropy_loss
-            metrics["entropy_loss"] = entropy_loss.detach()
-        metrics["entropy"] = _token_sum(entropy, mask, num_tokens)
-        return loss, metrics
+        pg_loss = reduce(pg)
+        metrics = {**_weighted(diag, mask.sum() / num_tokens), "pg_loss": pg_loss.detach()}
+        extra, extra_metrics = _regularisers(
+            experience, logits, logprobs, reduce, kl_fn=kl_fn, kl_coef=kl_coef,
+            entropy_coef=entropy_coef, num_tokens=num_tokens,
+        )  # fmt: skip
+        return pg_loss + extra, {**metrics, **extra_metrics}
 
     return loss_fn
+
+
+def _regularisers(
+    experience: Experience,
+    logits: torch.Tensor,  # (B, T, V)
+    logprobs: torch.Tensor,  # (B, T) carries gradient
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    kl_fn: Callable[..., torch.Tensor],
+    kl_coef: float,
+    entropy_coef: float,
+    num_tokens: int,
+) -> tuple[torch.Tensor | float, dict[str, torch.Tensor]]:
+    """``kl_coef`` x KL(pi || ref) - ``entropy_coef`` x H as a loss to add, and their metrics
+    (``kl`` when ``ref_logprobs`` is present, ``entropy`` always, as global token means). The
+    entropy only carries gradient when ``entropy_coef > 0``."""
+    mask = experience.tokens.mask
+    extra: torch.Tensor | float = 0.0
+    metrics: dict[str, torch.Tensor] = {}
+    if experience.ref_logprobs is not None:
+        kl = kl_fn(logprobs, experience.ref_logprobs, mask)
+        kl_loss = reduce(kl)
+        if kl_coef > 0:
+            extra = extra + kl_coef * kl_loss
+        metrics["kl"] = _token_sum(kl, mask, num_tokens)
+        metrics["kl_loss"] = kl_loss.detach()
+    with torch.set_grad_enabled(entropy_coef > 0 and torch.is_grad_enabled()):
+        entropy = entropy_from_logits(logits if entropy_coef > 0 else logits.detach())
+    if entropy_coef > 0:
+        entropy_loss = reduce(entropy)
+        extra = extra - entropy_coef * entropy_loss
+        metrics["entropy_loss"] = entropy_loss.detach()
+    metrics["entropy"] = _token_sum(entropy, mask, num_tokens)
+    return extra, metrics
 
 
 def value_loss_fn(*, clip: float, num_tokens: int) -> LossFn:
