@@ -45,6 +45,8 @@ from rlsys.data.decontam import (
 
 #: prompts handed to the rollout pool per call (bounds memory on large prompt sets)
 GENERATE_CHUNK = 64
+#: float slack when comparing a reward margin with ``min_margin``
+MARGIN_TOL = 1e-9
 #: word n-gram length of the self-instruct near-duplicate test
 SIMILARITY_N = 2
 #: words that make up a self-instruct "template" (the instruction's opening)
@@ -111,7 +113,8 @@ def best_worst_pair(texts: Sequence[str], values: Sequence[float], *,
     best = max(range(len(values)), key=lambda i: values[i])
     worst = min(range(len(values)), key=lambda i: values[i])
     margin = values[best] - values[worst]
-    if margin <= 0 or margin < min_margin:
+    # the tolerance keeps e.g. 0.6 - 0.2 (= 0.3999...) at min_margin 0.4
+    if margin <= 0 or margin < min_margin - MARGIN_TOL:
         return None
     return best, worst
 
@@ -210,8 +213,8 @@ def cap_templates(instructions: Sequence[str], max_share: float,
     """Keep instructions in order while no opening (first ``words`` normalised words) exceeds
     ``max(1, floor(max_share * len(instructions)))`` of them; returns (kept, dropped count).
 
-    >>> cap_templates(["write a poem", "write a song", "sum 1 and 2", "list three birds"], 0.25)
-    (['write a poem', 'sum 1 and 2', 'list three birds'], 1)
+    >>> cap_templates(["write a poem", "Write a poem, now", "sum 1 and 2", "list birds"], 0.25)
+    (['write a poem', 'sum 1 and 2', 'list birds'], 1)
     """
     limit = max(1, int(max_share * len(instructions)))
     counts: Counter = Counter()
