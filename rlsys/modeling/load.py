@@ -41,7 +41,7 @@ def load_causal_lm(
     ``attn_implementation`` defaults to ``"sdpa"``, which honours the additive 4D block-causal
     masks built by ``rlsys.data.attention`` (so does ``"eager"``); pass
     ``"flash_attention_2"`` on GPU to use variable-length kernels driven by ``position_ids``.
-    The model is returned in train mode off; call ``.train()`` to fine-tune.
+    The model is returned in eval mode; call ``.train()`` to fine-tune.
     """
     import torch
     from transformers import AutoModelForCausalLM

@@ -86,8 +86,24 @@ def ensure_built(cache_dir: str, key: str, build: Callable[[str], None]) -> str:
     return final
 
 
-def _tokenizer_dir(cache_dir: str) -> str:
-    return ensure_built(cache_dir, "smollm2-tokenizer", builders.build_smollm2_tokenizer)
+def tokenizer_dir(cache_dir: str | None = None) -> str:
+    """The cached SmolLM2 tokenizer directory (read from the GGUF once, ~10 s)."""
+    cache = os.path.expanduser(cache_dir) if cache_dir else default_cache_dir()
+    return ensure_built(cache, "smollm2-tokenizer", builders.build_smollm2_tokenizer)
+
+
+def random_llama_dir(
+    key: str, *, seed: int = 0, cache_dir: str | None = None, **overrides: object
+) -> str:
+    """A cached random Llama with the SmolLM2 tokenizer and custom shape, e.g.
+    ``random_llama_dir("llama-256x4", hidden_size=256, num_hidden_layers=4)``.
+
+    ``key`` names the cache entry: use a different key for a different shape or seed.
+    """
+    cache = os.path.expanduser(cache_dir) if cache_dir else default_cache_dir()
+    tok_dir = tokenizer_dir(cache)
+    return ensure_built(cache, key, lambda out: builders.build_tiny_llama(
+        out, str(seed), tokenizer_dir=tok_dir, **overrides))
 
 
 def _build_smollm2(out_dir: str, arg: str | None, cache_dir: str) -> None:
@@ -95,7 +111,7 @@ def _build_smollm2(out_dir: str, arg: str | None, cache_dir: str) -> None:
 
 
 def _build_tiny_llama(out_dir: str, arg: str | None, cache_dir: str) -> None:
-    builders.build_tiny_llama(out_dir, arg, tokenizer_dir=_tokenizer_dir(cache_dir))
+    builders.build_tiny_llama(out_dir, arg, tokenizer_dir=tokenizer_dir(cache_dir))
 
 
 _SMOLLM2 = ModelSpec(
