@@ -183,12 +183,15 @@ def format_tables(rlsys: dict, trl: dict | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def reading(rlsys: dict, trl: dict | None) -> list[str]:
+def reading(args, rlsys: dict, trl: dict | None) -> list[str]:
     """Plain statements derived from the numbers (goal checks and caveats)."""
     other = rlsys["phases"]["other"] / rlsys["mean_s"]
     notes = [f"Orchestration (`other`) is {other:.1%} of the rlsys step "
              f"({'within' if other <= 0.10 else 'ABOVE'} the 10 % goal); `sync` (the Ray weight "
              f"push to the rollout actor) adds {rlsys['phases']['sync'] / rlsys['mean_s']:.1%}."]
+    top = max(PHASES, key=lambda p: rlsys["phases"][p])
+    notes.append(f"The dominant rlsys phase is `{top}` "
+                 f"({rlsys['phases'][top] / rlsys['mean_s']:.0%} of the step).")
     if trl is not None:
         ratio = trl["mean_s"] / rlsys["mean_s"]
         notes.append(
@@ -200,13 +203,18 @@ def reading(rlsys: dict, trl: dict | None) -> list[str]:
             f"Generation: rlsys {rlsys['phases']['generate']:.2f} s vs TRL "
             f"{trl['phases']['generate']:.2f} s; train: rlsys {rlsys['phases']['train']:.2f} s "
             f"vs TRL {trl['phases']['train']:.2f} s per step.")
+        startup = rlsys["wall_s"] - sum(rlsys["steps"])
         notes.append(
-            f"Process wall time (start-up included): rlsys {rlsys['wall_s']:.0f} s (Ray start, "
-            f"actor start, model loads, final save) vs TRL {trl['wall_s']:.0f} s. Start-up is "
-            f"not part of the step times; for runs this short it dominates rlsys's wall time.")
+            f"Process wall time: rlsys {rlsys['wall_s']:.0f} s, of which {startup:.0f} s is "
+            f"outside the steps (Ray start, actor start, model loads, final save); TRL "
+            f"{trl['wall_s']:.0f} s ({trl['wall_s'] - sum(trl['steps']):.0f} s outside its "
+            f"steps). Start-up is not part of the step times compared above.")
         notes.append(f"Mean reward per step: rlsys {_fmt_steps(rlsys['reward'])}; TRL "
                      f"{_fmt_steps(trl['reward'] or [])} (sampling differs, so only a sanity "
                      f"check that both train on the same task).")
+    if args.steps < 4:
+        notes.append(f"Run with {args.steps} steps instead of the default 4 to fit the time "
+                     f"budget on the loaded machine.")
     notes.append("The machine is shared (2 cores, other engineers' jobs): the load averages "
                  "above show the contention; each setup ran once, so step times carry that "
                  "noise, and the two setups did not see identical load.")
@@ -226,7 +234,7 @@ def write_report(args, command: str, model_dir: str, rlsys: dict, trl: dict | No
             f"Settings: {settings}.", "",
             "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
             "", format_tables(rlsys, trl), "## Reading", ""]
-    text += [f"* {n}" for n in reading(rlsys, trl)]
+    text += [f"* {n}" for n in reading(args, rlsys, trl)]
     body = "\n".join(text) + "\n"
     print(body)
     with open(out, "w") as handle:
@@ -264,8 +272,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-grpo-") as workdir:
         rlsys = summarize_rlsys(run_rlsys(recipe, workdir))
         loads["after rlsys"] = load_avg()
+        print("RLSYS " + json.dumps(rlsys), flush=True)  # kept in the log if TRL fails
         trl = None
         if not args.skip_trl:
+            print(f"[bench] rlsys done; load {loads['after rlsys']}; starting TRL", flush=True)
             spec = {"model_dir": model_dir, "records": records, "system_prompt": system_prompt,
                     "steps": args.steps, "prompts": args.prompts, "group": args.group,
                     "max_new_tokens": args.max_new_tokens, "temperature": TEMPERATURE,

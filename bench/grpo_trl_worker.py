@@ -124,6 +124,9 @@ def run(spec: dict) -> dict:
         loss_type="dapo", num_iterations=1, shuffle_dataset=False, seed=0,
         logging_steps=1, save_strategy="no", eval_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0,
+        # GRPOConfig defaults to bf16 autocast and gradient checkpointing; rlsys here trains in
+        # fp32 without checkpointing (and these CPUs have no bf16 hardware), so match that.
+        bf16=False, fp16=False, gradient_checkpointing=False,
     )
     steps: list[dict] = []
     seconds: dict[str, float] = {}
@@ -137,7 +140,9 @@ def run(spec: dict) -> dict:
     return {"steps": steps, "train_s": time.perf_counter() - t0,
             "reward_mean": [h["reward"] for h in logs],
             "completion_length": [h.get("completions/mean_length") for h in logs],
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "settings": {"bf16": config.bf16, "gradient_checkpointing":
+                         config.gradient_checkpointing, "loss_type": config.loss_type}}
 
 
 def main() -> None:
