@@ -156,8 +156,8 @@ def load_avg() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _fmt_steps(steps: list[float]) -> str:
-    return ", ".join(f"{s:.1f}" for s in steps)
+def _fmt_steps(values: list[float], digits: int = 1) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
 def format_tables(rlsys: dict, trl: dict | None) -> str:
@@ -209,8 +209,8 @@ def reading(args, rlsys: dict, trl: dict | None) -> list[str]:
             f"outside the steps (Ray start, actor start, model loads, final save); TRL "
             f"{trl['wall_s']:.0f} s ({trl['wall_s'] - sum(trl['steps']):.0f} s outside its "
             f"steps). Start-up is not part of the step times compared above.")
-        notes.append(f"Mean reward per step: rlsys {_fmt_steps(rlsys['reward'])}; TRL "
-                     f"{_fmt_steps(trl['reward'] or [])} (sampling differs, so only a sanity "
+        notes.append(f"Mean reward per step: rlsys {_fmt_steps(rlsys['reward'], 2)}; TRL "
+                     f"{_fmt_steps(trl['reward'] or [], 2)} (sampling differs, so only a sanity "
                      f"check that both train on the same task).")
     if args.steps < 4:
         notes.append(f"Run with {args.steps} steps instead of the default 4 to fit the time "
