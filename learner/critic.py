@@ -43,6 +43,11 @@ class CriticModel(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (``packed_forward`` builds its mask in it)."""
+        return self.value_head.weight.dtype
+
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> CriticOutput:
         """Run the backbone and project every position's last hidden state to a value."""
         kwargs.pop("use_cache", None)

@@ -2,8 +2,9 @@
 
 * ``LearnerGroup`` wraps ``Learner`` with ``ray.remote`` (the only place that happens), one actor
   per rank. The driver picks ``MASTER_ADDR`` (its node IP) and a free ``MASTER_PORT``; rank 0 is
-  pinned to the driver's node so that address is really its own. On CPU each actor gets
-  ``OMP_NUM_THREADS=1``.
+  pinned to the driver's node so that address is really its own (that node needs room for
+  it). On CPU each actor gets ``OMP_NUM_THREADS=1``. Checkpoint directories must be on a file
+  system every rank sees.
 * ``InProcessLearnerGroup``: the same interface for ``world_size == 1`` without Ray (tests,
   debugging under a debugger).
 
@@ -56,9 +57,11 @@ class _GroupMixin:
     world_size: int
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:  # pragma: no cover
+        """Run ``method(*args, **kwargs)`` on every rank; results in rank order."""
         raise NotImplementedError
 
     def call_sharded(self, method: str, shards: Sequence[Any], **kwargs: Any) -> list[Any]:
+        """Run ``method(shards[r], **kwargs)`` on rank ``r``; results in rank order."""
         raise NotImplementedError  # pragma: no cover
 
     def train(self, method: str, micro_batches: Sequence[Any], **kwargs: Any) -> dict[str, float]:
@@ -92,15 +95,20 @@ class InProcessLearnerGroup(_GroupMixin):
             **learner_kwargs,
         )
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """Run ``method`` on the one rank; errors are re-raised as ``LearnerCallError``."""
+    def call(
+        self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``method`` on the one rank; errors are re-raised as ``LearnerCallError``.
+        ``timeout_s`` is accepted for interface parity and ignored (the call is synchronous)."""
         try:
             return [getattr(self.learner, method)(*args, **kwargs)]
         except Exception as err:
             raise LearnerCallError(f"learner rank 0 failed in {method}: {err!r}") from err
 
-    def call_sharded(self, method: str, shards: Sequence[Any], **kwargs: Any) -> list[Any]:
-        """Run ``method(shards[0], **kwargs)``."""
+    def call_sharded(
+        self, method: str, shards: Sequence[Any], *, timeout_s: float | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run ``method(shards[0], **kwargs)`` (``timeout_s`` ignored, see ``call``)."""
         if len(shards) != 1:
             raise ValueError(f"{method}: expected 1 shard for world_size 1, got {len(shards)}")
         return self.call(method, shards[0], **kwargs)
