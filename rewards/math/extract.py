@@ -31,8 +31,7 @@ _TEXT_CMD_RE = re.compile(
     r"\s*\{([^{}]*)\}")
 _TRAILING_NOISE_RE = re.compile(r"(?:[.。]|\\\\|\\)+\s*$")
 _PERCENT_WORD_RE = re.compile(r"\s*(?:\\%|%|\bpercentage\b|\bpercent\b|\bpct\b)")
-_UNIT_TAIL_RE = re.compile(
-    r"(?<=[\d}\s)])\s*(?<![\\A-Za-z])(?:[A-Za-z]{2,}\.?(?:\s*\^\s*\{?\d\}?|[²³])?\s*)+$")
+_UNIT_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\.?(?:\s*\^\s*\{?\d\}?|[²³])?\s*$")
 _LEAD_RE = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?\s*(?:\\in|∈)\s*)")
 _APPROX_RE = re.compile(r"\\approx|≈|\\sim(?![a-z])")
 
@@ -147,6 +146,8 @@ def _last_number(text: str) -> str | None:
 def clean_answer(answer: str) -> str:
     """Strip layout, dollar signs, ``\\text{}`` wrappers, degrees, units and trailing dots."""
     s = answer.strip()
+    if len(s) > MAX_EXTRACTED_CHARS * 4:
+        return s[:MAX_EXTRACTED_CHARS * 4]  # too long to be an answer; callers reject it
     s = re.sub(r"\\\\(?=[a-zA-Z{}])", r"\\", s)  # doubly escaped LaTeX (\\frac)
     s = s.replace("\\$", " ").replace("$", " ").replace("\\%", "%")
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ\b|\\degree\b", "", s)
@@ -162,11 +163,22 @@ def clean_answer(answer: str) -> str:
     s = re.sub(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+", ",", s)
     s = _LEAD_RE.sub("", s)
     s = _TRAILING_NOISE_RE.sub("", s).strip()
-    stripped = _UNIT_TAIL_RE.sub("", s).strip()
-    if stripped and re.search(r"\d", stripped) and stripped != s:
-        s = stripped
+    s = _strip_units(s)
     s = re.sub(r"^(\d{1,3}(?: \d{3})+)$", lambda m: m.group(1).replace(" ", ""), s)
     return _TRAILING_NOISE_RE.sub("", s).strip(" ,;")
+
+
+def _strip_units(s: str) -> str:
+    """Drop up to four trailing unit words (``cm^2``, ``square units``) after a number."""
+    for _ in range(4):
+        m = _UNIT_WORD_RE.search(s)
+        if m is None:
+            return s
+        head = s[:m.start()].rstrip()
+        if not re.search(r"\d", head) or not (head[-1] in "0123456789})" or head[-1].isalpha()):
+            return s
+        s = head
+    return s
 
 
 def _is_name_only(text: str) -> bool:

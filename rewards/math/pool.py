@@ -1,70 +1,75 @@
 """A small pool of long-lived worker processes that run ``compare.equivalent`` under a timeout.
 
-Each worker is a ``forkserver`` child (sympy is preloaded in the fork server, so a replacement
-starts in milliseconds) talking over a pipe. The parent waits at most ``timeout`` seconds for
-an answer; past that it kills the worker, starts a fresh one and reports False. No signals are
-used, so calls work from any thread; the pool is shared and thread-safe. Workers also run
-under an address-space limit so a memory bomb dies instead of swapping. This module does not
-parse or compare anything itself.
+Each worker is a separate interpreter (``python -m rewards.math.worker``) talking JSON lines
+over pipes, so it never re-imports the caller's ``__main__`` and works from scripts without a
+``__main__`` guard. The parent waits at most ``timeout`` seconds (``select`` on the pipe) for
+an answer; past that it kills the worker and reports False; a fresh worker is started on the
+next request. No signals are used, so calls work from any thread; the pool is thread-safe.
+This module does not parse or compare anything itself.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
+import select
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-WORKER_MEMORY_BYTES = 2 * 1024**3
-_MODULES_TO_PRELOAD = ["rewards.math.compare", "rewards.math.relations"]
-
-
-def _serve(conn) -> None:
-    """Worker loop: receive (pred, gold), answer a bool; never raises on bad input."""
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    except (ImportError, ValueError, OSError):
-        pass
-    from rewards.math.compare import equivalent
-
-    while True:
-        try:
-            pred, gold = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            verdict = bool(equivalent(pred, gold))
-        except Exception:  # noqa: BLE001 - model text must never crash the worker
-            verdict = False
-        conn.send(verdict)
+_STARTUP_TIMEOUT_S = 120.0
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class _Worker:
-    def __init__(self, ctx) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH"))
+                                            if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rewards.math.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+        if self._read_line(_STARTUP_TIMEOUT_S) != "ready":
+            self.kill()
+            raise RuntimeError("math checker worker failed to start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_line(self, timeout: float) -> str | None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.proc.stdout.readline()
+        return line.strip() if line else None
 
     def ask(self, pred: str, gold: str, timeout: float) -> bool | None:
         """The verdict, or None when the worker timed out or died (it is then killed)."""
         try:
-            self.conn.send((pred, gold))
-            if self.conn.poll(timeout):
-                return bool(self.conn.recv())
-        except (EOFError, OSError, BrokenPipeError):
-            pass
+            self.proc.stdin.write(json.dumps([pred, gold]) + "\n")
+            self.proc.stdin.flush()
+            answer = self._read_line(timeout)
+        except (OSError, ValueError):
+            answer = None
+        if answer in ("0", "1"):
+            return answer == "1"
         self.kill()
         return None
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        """Kill the process and reap it."""
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(timeout=5)
-        self.conn.close()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class VerifierPool:
@@ -72,8 +77,6 @@ class VerifierPool:
 
     def __init__(self, size: int | None = None) -> None:
         self.size = max(1, size or os.cpu_count() or 1)
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(_MODULES_TO_PRELOAD)
         self._idle: list[_Worker] = []
         self._count = 0
         self._cond = threading.Condition()
@@ -87,7 +90,7 @@ class VerifierPool:
                 return self._idle.pop()
             self._count += 1
         try:
-            return _Worker(self._ctx)
+            return _Worker()
         except Exception:
             with self._cond:
                 self._count -= 1
@@ -128,4 +131,4 @@ class VerifierPool:
     def pids(self) -> list[int]:
         """Process ids of the idle workers (for tests and monitoring)."""
         with self._cond:
-            return [w.proc.pid for w in self._idle]
+            return [w.pid for w in self._idle]

@@ -36,6 +36,8 @@ class Graded:
 
 def choice_letter(reference: str) -> str | None:
     """The letter of a multiple-choice reference such as ``C``, ``(D) Alina``, ``\\text{(B)}``."""
+    if len(reference) > 200:
+        return None
     text = clean_answer(reference)
     if re.fullmatch(r"\(?[A-E]\)?\.?", text.strip()):
         return text.strip("() .")
