@@ -145,6 +145,8 @@ def value(node: tuple):
         return V.SetV(op[kind](left, right))
     if kind == "rel":
         return V.Rel(node[1], node[2])
+    if kind == "ratio":
+        return V.Seq("tuple", [value(i) for i in node[1]], ":", ":")
     if kind == "matrix":
         return V.Mat([[value(c) for c in row] for row in node[1]])
     if kind == "group" and node[1][0] not in ("bin", "num", "name", "neg", "pow"):
@@ -210,21 +212,15 @@ def same(a, b) -> bool:
 
 
 def _same_seq(a: V.Seq, b: V.Seq) -> bool:
-    if len(a.items) != len(b.items):
-        return False
     if a.kind == "tuple" or b.kind == "tuple":
+        if len(a.items) != len(b.items):
+            return False
         if a.kind != b.kind or (a.opener, a.closer) != (b.opener, b.closer):
             return False
         return all(same(x, y) for x, y in zip(a.items, b.items, strict=True))
-    unmatched = list(b.items)
-    for x in a.items:
-        for j, y in enumerate(unmatched):
-            if same(x, y):
-                del unmatched[j]
-                break
-        else:
-            return False
-    return True
+    # Sets and top-level lists: every element of each side has an equal one on the other side.
+    return all(any(same(x, y) for y in b.items) for x in a.items) and \
+        all(any(same(x, y) for x in a.items) for y in b.items)
 
 
 def _same_matrix(a, b) -> bool:
@@ -279,8 +275,10 @@ def _terminating(q: sympy.Rational) -> bool:
 
 def _within_shown_precision(decimal, approx, exact) -> bool:
     """A decimal literal matches a non-terminating exact value it rounds or truncates to."""
-    if approx is None or approx[0] != "abs" or _terminating(exact):
+    if approx is None or _terminating(exact):
         return False
+    if approx[0] == "rel":  # e.g. 2.314814814815 \times 10^{-3}
+        return abs(decimal - exact) <= sympy.Rational(10) ** (1 - approx[2]) * abs(exact)
     return abs(decimal - exact) < sympy.Rational(10) ** (-approx[1])
 
 

@@ -23,9 +23,13 @@ _ANSWER_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:|=|\bis\s*:)\s*:?\s*(.+)", re.IGNORECASE)
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
 _MATH_SPAN_RE = re.compile(
-    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.DOTALL)
+    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$",
+    re.DOTALL)
 _NUMBER_RE = re.compile(
-    r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|-?\d+(?:[.,]\d+)?|-?\.\d+")
+    r"\\frac\{-?\d+\}\{\d+\}|-?\d+/\d+|-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?(?!\d)"
+    r"|-?\d+(?:[.,]\d+)?|-?\.\d+")
+_DECIMAL_COMMA_RE = re.compile(r"-?\d+,\d{1,2}|-?0,\d+|-?\d{4,},\d+")
+_PLAIN_TEXT_RE = re.compile(r"[\x00-\x7f²³°π√∞≤≥−×·÷]*")
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname|rm|bf)"
     r"\s*\{([^{}]*)\}")
@@ -109,7 +113,12 @@ def _answer_phrase(text: str) -> str | None:
         found = m.group(1)
     if found is None:
         return None
-    found = re.split(r"\n|(?<=[^\d\s])\.\s|\.\s+[A-Z]|\. *$|I hope", found)[0]
+    inner = _ANSWER_RE.search(found)
+    while inner is not None:
+        found = inner.group(1)
+        inner = _ANSWER_RE.search(found)
+    found = re.split(r"\n|\.\s|\. *$|I hope|<\|", found)[0]
+    found = re.split(r"\b(?:is|are)\b", found)[-1]
     span = _last_math_span(found)
     if span is not None:
         return span
@@ -118,17 +127,27 @@ def _answer_phrase(text: str) -> str | None:
 
 
 def _last_math_span(text: str) -> str | None:
-    found = None
-    for m in _MATH_SPAN_RE.finditer(text):
-        found = next(g for g in m.groups() if g is not None)
-    return found
+    """The last math span; spans separated only by commas/"and"/"or" are joined."""
+    spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None))
+             for m in _MATH_SPAN_RE.finditer(text)]
+    if not spans:
+        return None
+    group = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        if _BOX_JOIN_RE.match(text[span[1]:group[0][0]]) and text[span[1]:group[0][0]].strip():
+            group.insert(0, span)
+        else:
+            break
+    return ",".join(s[2] for s in group)
 
 
 def _short_text(text: str) -> str | None:
     """The whole text when it looks like a bare answer (short, at most two plain words)."""
     stripped = text.strip()
-    if len(stripped) > 200 or "\n" in stripped:
+    if len(stripped) > 200 or "\n" in stripped or not _PLAIN_TEXT_RE.fullmatch(stripped):
         return None
+    if _DECIMAL_COMMA_RE.fullmatch(stripped):
+        return stripped.replace(",", ".")
     words = re.findall(r"(?<![\\A-Za-z])[A-Za-z]{2,}", stripped)
     return stripped if len(words) <= 3 else None
 
@@ -138,7 +157,7 @@ def _last_number(text: str) -> str | None:
     if not found:
         return None
     value = found[-1]
-    if re.fullmatch(r"-?\d+,\d{1,2}|-?0,\d+|-?\d+,\d{4,}", value):
+    if _DECIMAL_COMMA_RE.fullmatch(value):
         value = value.replace(",", ".")  # a decimal comma (1000,99 or 0,111), not thousands
     return value
 
@@ -152,7 +171,9 @@ def clean_answer(answer: str) -> str:
     s = s.replace("\\$", " ").replace("$", " ").replace("\\%", "%")
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ\b|\\degree\b", "", s)
     s = re.sub(r"\\(?:displaystyle|left|right|big|Big|bigl|bigr)(?![a-zA-Z])", "", s)
-    s = re.sub(r"(?<=\d)(?:,\s*\\!|\{,\}|,\s*\{\s*\})\s*(?=\d{3}(?!\d))", "", s)
+    s = re.sub(r"(?<=\d)(?:,\s*\\!|\s*\{\s*,\s*\}|,\s*\{\s*\})\s*(?=\d{3}(?!\d))", "", s)
+    s = re.sub(r"\\q?quad", " ", s)
+    s = re.sub(r"(?<=[)\]}])\s*(?:or|and)\s*(?=[(\[{])", ",", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|~", " ", s)
     for _ in range(3):  # nested \text{\textbf{..}}
         s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(1).strip() + " ", s)
@@ -165,6 +186,8 @@ def clean_answer(answer: str) -> str:
     s = _TRAILING_NOISE_RE.sub("", s).strip()
     s = _strip_units(s)
     s = re.sub(r"^(\d{1,3}(?: \d{3})+)$", lambda m: m.group(1).replace(" ", ""), s)
+    s = re.sub(r"^(-?)(\d+)\s*\\frac\s*\{?(\d)\}?\s*\{?(\d+)\}?$|^(-?)(\d+)\s+(\d+)/(\d+)$",
+               _mixed_number, s)
     return _TRAILING_NOISE_RE.sub("", s).strip(" ,;")
 
 
@@ -179,6 +202,13 @@ def _strip_units(s: str) -> str:
             return s
         s = head
     return s
+
+
+def _mixed_number(m: re.Match) -> str:
+    """``1\\frac12`` or ``1 1/2`` -> ``(1+1/2)`` (a whole answer that is a mixed number)."""
+    sign, whole, num, den = [g for g in m.groups() if g is not None] if m.group(2) is None \
+        else m.groups()[:4]
+    return f"{sign}({whole}+{num}/{den})"
 
 
 def _is_name_only(text: str) -> bool:

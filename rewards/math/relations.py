@@ -73,8 +73,13 @@ def rel_vs_other(rel: V.Rel, other) -> bool:
     norm = normalize(rel)
     if not isinstance(norm, V.Rel):
         return same(norm, other)
-    if len(norm.ops) == 1 and norm.ops[0] in _EQ and name_like(norm.parts[0]):
-        return same(value(norm.parts[1]), other)
+    if len(norm.ops) == 1 and norm.ops[0] in _EQ:
+        rhs = value(norm.parts[1])
+        # "x = 5" is an assignment; "1/2 + 1/3 = 5/6" a computation ending in its result.
+        if name_like(norm.parts[0]) or (isinstance(rhs, V.Num) and not rhs.expr.free_symbols
+                                        and not _scalar(norm.parts[0]).free_symbols):
+            return same(rhs, other)
+        return False
     interval = _as_interval(norm)
     if interval is not None and isinstance(other, V.SetV | V.Seq):
         return same(interval, other)

@@ -50,9 +50,9 @@ def choice_letter(reference: str) -> str | None:
 
 def extract_choice(response: str) -> str | None:
     """The letter a response picks: a leading letter, "answer is X", "it's X", a box."""
-    boxed = extract_answer(response) if has_boxed(response) else None
-    if boxed is not None:
-        m = _LETTER_RE.fullmatch(boxed)
+    answer = extract_answer(response)
+    if answer is not None:
+        m = _LETTER_RE.fullmatch(answer)
         if m:
             return m.group(1)
     for pattern in _CHOICE_PATTERNS:
