@@ -8,6 +8,7 @@ not score, batch across workers, or keep any training state beyond a weights ver
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ class RolloutWorker:
         self.tokenizer = load_tokenizer(model_path)
         self.engine = build_engine(engine, model_path, **(engine_kwargs or {}))
         self.weights_version = 0
+        self.last_load_s: float | None = None  # seconds the last update_weights spent loading
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids per prompt: a list of ints passes through; text/messages are templated."""
@@ -102,6 +104,7 @@ class RolloutWorker:
         ``version`` sets the counter explicitly (a restarted worker re-applying the latest
         weights reports the same version as its peers); otherwise it is incremented.
         """
+        start = time.perf_counter()
         if isinstance(payload, PackedState):
             self.engine.load_weights(unpack_state_dict(payload))
         elif isinstance(payload, Mapping):
@@ -109,6 +112,7 @@ class RolloutWorker:
         else:
             raise TypeError(f"update_weights: payload must be a PackedState or a state dict, "
                             f"got {type(payload).__name__}")
+        self.last_load_s = time.perf_counter() - start
         self.weights_version = self.weights_version + 1 if version is None else int(version)
         return self.weights_version
 
@@ -119,9 +123,9 @@ class RolloutWorker:
         return self.engine.score_logprobs(prompt_ids, response_ids)
 
     def ping(self) -> dict[str, Any]:
-        """Liveness and identity: pid, engine name, model path, weights version."""
+        """Liveness and identity: pid, engine, model path, weights version, last load time."""
         return {"pid": os.getpid(), "engine": self.engine_name, "model_path": self.model_path,
-                "weights_version": self.weights_version}
+                "weights_version": self.weights_version, "last_load_s": self.last_load_s}
 
     def close(self) -> None:
         """Shut the engine down."""

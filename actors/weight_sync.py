@@ -62,19 +62,26 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
     """Copy ``state`` (any devices) into one contiguous CPU buffer per dtype.
 
-    Tensors sharing storage (tied embeddings) are packed once per name; that costs bytes, not
-    correctness. Raises ``TypeError`` on a non-tensor value.
+    Tensors that alias each other exactly (same data pointer, dtype, shape and strides, e.g.
+    tied input/output embeddings) are stored once and indexed under every name. Raises
+    ``TypeError`` on a non-tensor value.
     """
     offsets: dict[torch.dtype, int] = {}
     index: list[tuple[str, str, int, tuple[int, ...]]] = []
+    seen: dict[tuple, int] = {}  # alias key -> offset, so tied weights are stored once
+    to_copy: list[tuple[torch.Tensor, int]] = []
     for name, tensor in state.items():  # first pass: the index, in state-dict order
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"pack_state_dict: {name!r} is {type(tensor).__name__}, not a Tensor")
-        offset = offsets.get(tensor.dtype, 0)
-        index.append((name, _dtype_name(tensor.dtype), offset, tuple(tensor.shape)))
-        offsets[tensor.dtype] = offset + tensor.numel()
+        key = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape),
+               tensor.stride())
+        if key not in seen or tensor.numel() == 0:
+            seen[key] = offsets.get(tensor.dtype, 0)
+            offsets[tensor.dtype] = seen[key] + tensor.numel()
+            to_copy.append((tensor, seen[key]))
+        index.append((name, _dtype_name(tensor.dtype), seen[key], tuple(tensor.shape)))
     flats = {dtype: torch.empty(total, dtype=dtype) for dtype, total in offsets.items()}
-    for (_, _, offset, _), tensor in zip(index, state.values(), strict=True):
+    for tensor, offset in to_copy:
         flats[tensor.dtype][offset : offset + tensor.numel()].copy_(tensor.detach().reshape(-1))
     buffers: dict[str, np.ndarray] = {}
     for dtype, flat in flats.items():

@@ -38,6 +38,15 @@ def test_unpack_returns_views_not_copies():
     assert views["w"][0].item() == 7.0
 
 
+def test_tied_weights_are_stored_once():
+    embed = torch.randn(5, 3)
+    state = {"embed.weight": embed, "head.weight": embed, "other": embed[1:]}
+    payload = pack_state_dict(state)
+    assert payload.buffers["float32"].size == 15 + 12  # the slice is not an exact alias
+    out = dict(unpack_state_dict(payload))
+    assert all(torch.equal(out[k], v) for k, v in state.items())
+
+
 def test_pack_rejects_non_tensors():
     with pytest.raises(TypeError, match="'x' is list"):
         pack_state_dict({"x": [1, 2]})
