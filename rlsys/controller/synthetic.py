@@ -35,13 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlsys.data.decontam import (
-    Decontaminator,
-    normalize_text,
-    normalize_words,
-    text_of,
-    word_ngrams,
-)
+from rlsys.data.decontam import Decontaminator, jaccard, normalize_text, normalize_words, text_of
 
 #: prompts handed to the rollout pool per call (bounds memory on large prompt sets)
 GENERATE_CHUNK = 64
@@ -189,17 +183,6 @@ def parse_instruction(text: str) -> str:
     return ""
 
 
-def jaccard(a: str, b: str, n: int = SIMILARITY_N) -> float:
-    """Jaccard similarity of the word ``n``-gram sets of two texts (0 when both are empty).
-
-    >>> jaccard("add two numbers", "add two numbers please")
-    0.6666666666666666
-    """
-    ga, gb = word_ngrams(normalize_words(a), n), word_ngrams(normalize_words(b), n)
-    union = ga | gb
-    return len(ga & gb) / len(union) if union else 0.0
-
-
 def _format_problem(instruction: str) -> bool:
     """Self-Instruct's heuristics: must start with a letter/digit and be mostly words."""
     if not instruction[0].isalnum():
@@ -254,7 +237,8 @@ def filter_instructions(proposals: Sequence[str], seeds: Sequence[str], *, min_w
             reason = "contaminated"
         elif normalize_text(instruction) in seen:
             reason = "duplicate"
-        elif any(jaccard(instruction, other) > max_similarity for other in (*seeds, *kept)):
+        elif any(jaccard(instruction, other, n=SIMILARITY_N) > max_similarity
+                 for other in (*seeds, *kept)):
             reason = "near_duplicate"
         else:
             seen.add(normalize_text(instruction))
@@ -366,18 +350,18 @@ def _stage_prompts(ctx: Any, stage: Any, decontam: Decontaminator | None):
 
 
 def _rejection_sampling(ctx, stage, model_path, decontam):
-    gen = stage.generate
     records, dropped = _stage_prompts(ctx, stage, decontam)
-    samples = _scored(ctx, model_path, records, gen)
-    kept, more = accept_samples(records, samples, threshold=gen.threshold, decontam=decontam)
+    samples = _scored(ctx, model_path, records, stage.generate)
+    kept, more = accept_samples(records, samples, threshold=stage.generate.threshold,
+                                decontam=decontam)
     return kept, len(samples), dropped + more
 
 
 def _preference_pairs(ctx, stage, model_path, decontam):
-    gen = stage.generate
     records, dropped = _stage_prompts(ctx, stage, decontam)
-    samples = _scored(ctx, model_path, records, gen)
-    pairs, more = select_pairs(records, samples, min_margin=gen.min_margin, decontam=decontam)
+    samples = _scored(ctx, model_path, records, stage.generate)
+    pairs, more = select_pairs(records, samples, min_margin=stage.generate.min_margin,
+                               decontam=decontam)
     return pairs, len(samples), dropped + more
 
 

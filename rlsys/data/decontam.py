@@ -6,6 +6,7 @@ matches. A text is contaminated when it shares at least one n-gram (default 8, a
 and Llama decontamination reports) with any eval text; an eval text shorter than ``n`` words
 counts as one shorter n-gram, so a short eval question copied whole is still caught.
 
+``jaccard`` (word n-gram set similarity) serves the near-duplicate filter of self-instruct.
 The n-gram index is an in-memory set (fine for eval sets of thousands of prompts). This module
 does not read files or know about recipes; the synthetic-data stages build a ``Decontaminator``
 from the recipe's eval sources and report how many texts it removed.
@@ -60,6 +61,17 @@ def text_of(value: object) -> str:
     if isinstance(value, list):
         return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
     raise TypeError(f"expected a string or a list of messages, got {type(value).__name__}")
+
+
+def jaccard(a: str, b: str, n: int = 2) -> float:
+    """Jaccard similarity of the word ``n``-gram sets of two texts (0 when both are empty).
+
+    >>> jaccard("add two numbers", "add two numbers please")
+    0.6666666666666666
+    """
+    ga, gb = word_ngrams(normalize_words(a), n), word_ngrams(normalize_words(b), n)
+    union = ga | gb
+    return len(ga & gb) / len(union) if union else 0.0
 
 
 class Decontaminator:

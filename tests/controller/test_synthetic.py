@@ -16,7 +16,6 @@ from rlsys.controller.synthetic import (
     build_decontaminator,
     cap_templates,
     filter_instructions,
-    jaccard,
     meta_prompt,
     output_path,
     parse_instruction,
@@ -25,7 +24,7 @@ from rlsys.controller.synthetic import (
     stats_path,
     write_jsonl_atomic,
 )
-from rlsys.data.decontam import Decontaminator
+from rlsys.data.decontam import Decontaminator, jaccard
 from rlsys.data.sources import load_records
 
 REPO = Path(__file__).resolve().parents[2]
