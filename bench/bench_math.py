@@ -40,10 +40,15 @@ import json, sys, time
 from multiprocessing import Pool
 from math_verify import parse, verify
 
+def parse_any(text):
+    # Bare LaTeX (no $ or \boxed) needs math delimiters for math-verify's LaTeX extractor.
+    parsed = parse(text)
+    return parsed if parsed else parse("$" + text + "$")
+
 def one(pair):
     gold, pred = pair
     try:
-        return bool(verify(parse(gold), parse(pred)))
+        return bool(verify(parse_any(gold), parse_any(pred)))
     except Exception:
         return False
 

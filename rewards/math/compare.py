@@ -2,9 +2,10 @@
 
 ``equivalent(pred, gold)`` parses both answers with our own parser (never ``sympify``/``eval``),
 converts them to values (``values.py``) and compares by kind: numbers exactly when both are
-exact, decimals against exact values within their shown precision (|decimal - exact| < 10^-d
-for d shown fractional digits, i.e. rounding or truncation, and only when the exact value is
-not itself a terminating decimal), percentages as either the number or the number/100,
+exact, a decimal against an exact value when it is that value rounded to nearest or truncated
+at its shown number of decimals (only when the exact value is not itself a terminating
+decimal: 2.7 is not 2.75, 0.3333 is 1/3, 1.41 is sqrt 2, 1.42 is not), percentages as
+either the number or the number/100 (both conventions occur in the labelled sets),
 expressions by exact or high-precision random-point identity, equations up to a constant
 factor, inequalities up to a positive factor, tuples in order, sets and top-level lists in any
 order, intervals and unions as sets, matrices element-wise. ``\\pm`` makes a set of two.
@@ -279,7 +280,22 @@ def _within_shown_precision(decimal, approx, exact) -> bool:
         return False
     if approx[0] == "rel":  # e.g. 2.314814814815 \times 10^{-3}
         return abs(decimal - exact) <= sympy.Rational(10) ** (1 - approx[2]) * abs(exact)
-    return abs(decimal - exact) < sympy.Rational(10) ** (-approx[1])
+    return _rounds_to(decimal, exact, approx[1])
+
+
+def _rounds_to(decimal, exact, digits: int) -> bool:
+    """``decimal`` is ``exact`` rounded to nearest, or truncated, at ``digits`` decimals."""
+    scale = sympy.Integer(10) ** digits if digits >= 0 else sympy.Rational(1, 10 ** -digits)
+    shown = decimal * scale
+    if not isinstance(shown, sympy.Integer):
+        return False
+    target = sympy.N(exact * scale, _DIGITS + max(digits, 0))
+    if not target.is_real:
+        return False
+    sign = 1 if target >= 0 else -1
+    truncated = sign * sympy.floor(abs(target))
+    nearest = sign * sympy.floor(abs(target) + sympy.Rational(1, 2))
+    return shown in (truncated, nearest)
 
 
 def _tolerance(approx_x, approx_y) -> sympy.Float:
@@ -298,7 +314,7 @@ def _close(x, y, tol, approx_x, approx_y) -> bool:
         return nx == ny
     for decimal, approx, exact in ((x, approx_x, ny), (y, approx_y, nx)):
         if approx is not None and approx[0] == "abs" and isinstance(decimal, sympy.Rational):
-            return abs(sympy.N(decimal, _DIGITS) - exact) < sympy.Float(10) ** (-approx[1])
+            return _rounds_to(decimal, exact, approx[1])
     scale = max(abs(nx), abs(ny), sympy.Float(10) ** -300)
     return bool(abs(nx - ny) <= tol * scale)
 
