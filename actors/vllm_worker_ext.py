@@ -6,7 +6,7 @@ are then callable on every worker through ``LLM.collective_rpc(name, args=...)``
 methods ``self`` is the vLLM worker (``self.device``, ``self.model_runner``,
 ``self.reload_weights`` come from vLLM).
 
-Two transports:
+Three transports:
 
 * **Packed CPU buffers** (``rlsys_load_packed``, used on CPU and as a GPU fallback): the engine
   writes each ``PackedState`` buffer to a file in ``/dev/shm`` and sends the paths + index
@@ -14,6 +14,9 @@ Two transports:
   ``reload_weights(weights_iterator=..., is_checkpoint_format=True)``, which maps Hugging Face
   names onto vLLM's fused/repacked parameters (CPU vLLM repacks linear weights, so calling
   ``model.load_weights`` directly is wrong there).
+* **CUDA IPC** (``rlsys_load_ipc``, GPU, learner colocated on the same GPU): the learner
+  flattens its weights into one GPU buffer per dtype and sends IPC handles; the worker maps
+  them and calls ``model_runner.model.load_weights``.
 * **NCCL broadcast** (``init_weight_update_group`` + ``update_weight`` /
   ``update_weights_from_broadcast``, GPU only): the learner's
   rank 0 (``actors.weight_sync.NcclWeightBroadcaster``) and every vLLM worker join a
@@ -53,6 +56,33 @@ class WeightSyncWorkerExtension:
         self.reload_weights(weights_iterator=unpack_state_dict(payload),  # type: ignore[attr-defined]
                             is_checkpoint_format=True)
         return len(payload)
+
+    # ------------------------------------------------------------------ GPU / CUDA IPC
+    def rlsys_load_ipc(self, handles: dict[str, bytes], index: list[Any]) -> int:
+        """Colocated learner: map its flat GPU buffers through CUDA IPC and load from them.
+
+        ``handles`` come from ``actors.weight_sync.cuda_ipc_handles``. The storage device in
+        each handle is replaced by this worker's device index: learner and worker share the
+        physical GPU but may number it differently (``CUDA_VISIBLE_DEVICES``). Returns the
+        number of tensors loaded.
+        """
+        import pickle
+
+        import torch
+
+        from actors.weight_sync import views
+
+        flats = {}
+        for dtype_name, blob in handles.items():
+            rebuild, args = pickle.loads(blob)  # produced by our own learner process
+            args = list(args)
+            args[6] = self.device.index  # type: ignore[attr-defined]  # storage_device
+            flats[dtype_name] = rebuild(*args)
+        named = list(views(flats, index))
+        self.model_runner.model.load_weights(weights=named)  # type: ignore[attr-defined]
+        torch.cuda.current_stream().synchronize()
+        del named, flats
+        return len(index)
 
     # ------------------------------------------------------------------ GPU / NCCL
     def init_weight_update_group(self, master_address: str, master_port: int,

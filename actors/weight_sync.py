@@ -13,10 +13,12 @@ with the vLLM workers (which run ``actors.vllm_worker_ext.WeightSyncWorkerExtens
 broadcasts each tensor over NCCL; see that module for the receiving side and
 ``actors.engines.vllm.VLLMEngine.broadcast_weights`` for the orchestration.
 
-Not done here: CUDA-IPC handles for a learner colocated with vLLM on the same GPU (follow-up:
-export ``torch.multiprocessing.reductions.reduce_tensor`` handles per tensor and rebuild them in
-the worker extension -- zero copies, no NCCL group), and sharded/bucketed broadcast for models
-that do not fit one buffer.
+Colocated GPU path (``cuda_ipc_handles``): a learner on the same GPU as vLLM (NCCL refuses two
+ranks on one device) flattens its weights into one GPU buffer per dtype and sends CUDA-IPC
+handles; the workers map the buffers and copy from them (no host round trip).
+
+Not done here: sharded/bucketed transfer for models whose flat buffer does not fit next to the
+model on the GPU (the NCCL path sends tensor by tensor, so it is not affected).
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
-    """Copy ``state`` (any devices) into one contiguous CPU buffer per dtype.
+def flatten_state(state: Mapping[str, torch.Tensor], device: torch.device | str = "cpu"
+                  ) -> tuple[dict[str, torch.Tensor], list[tuple[str, str, int, tuple[int, ...]]]]:
+    """Copy ``state`` into one flat tensor per dtype on ``device``; return them and the index.
 
     Tensors that alias each other exactly (same data pointer, dtype, shape and strides, e.g.
     tied input/output embeddings) are stored once and indexed under every name. Raises
@@ -80,14 +83,33 @@ def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
             offsets[tensor.dtype] = seen[key] + tensor.numel()
             to_copy.append((tensor, seen[key]))
         index.append((name, _dtype_name(tensor.dtype), seen[key], tuple(tensor.shape)))
-    flats = {dtype: torch.empty(total, dtype=dtype) for dtype, total in offsets.items()}
+    flats = {dtype: torch.empty(total, dtype=dtype, device=device)
+             for dtype, total in offsets.items()}
     for tensor, offset in to_copy:
         flats[tensor.dtype][offset : offset + tensor.numel()].copy_(tensor.detach().reshape(-1))
+    return {_dtype_name(dtype): flat for dtype, flat in flats.items()}, index
+
+
+def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
+    """Copy ``state`` (any devices) into one contiguous CPU numpy buffer per dtype.
+
+    See ``flatten_state`` for aliasing and errors.
+    """
+    flats, index = flatten_state(state, "cpu")
     buffers: dict[str, np.ndarray] = {}
-    for dtype, flat in flats.items():
-        carrier = _NUMPY_CARRIER.get(dtype)
-        buffers[_dtype_name(dtype)] = (flat.view(carrier) if carrier else flat).numpy()
+    for dtype_name, flat in flats.items():
+        carrier = _NUMPY_CARRIER.get(flat.dtype)
+        buffers[dtype_name] = (flat.view(carrier) if carrier else flat).numpy()
     return PackedState(buffers=buffers, index=index)
+
+
+def views(flats: Mapping[str, torch.Tensor], index: Iterable[tuple[str, str, int, Any]]
+          ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, view into flats[dtype])`` for each index entry (no copies)."""
+    for name, dtype_name, offset, shape in index:
+        shape = tuple(shape)
+        numel = int(np.prod(shape)) if shape else 1
+        yield name, flats[dtype_name][int(offset) : int(offset) + numel].view(shape)
 
 
 def unpack_state_dict(payload: PackedState) -> Iterator[tuple[str, torch.Tensor]]:
@@ -103,11 +125,8 @@ def unpack_state_dict(payload: PackedState) -> Iterator[tuple[str, torch.Tensor]
             # Object-store arrays are read-only; the tensors are only ever read.
             warnings.simplefilter("ignore", UserWarning)
             flat = torch.from_numpy(array)
-        carrier = _NUMPY_CARRIER.get(dtype)
-        flats[dtype_name] = flat.view(dtype) if carrier else flat
-    for name, dtype_name, offset, shape in payload.index:
-        numel = int(np.prod(shape)) if shape else 1
-        yield name, flats[dtype_name][offset : offset + numel].view(shape)
+        flats[dtype_name] = flat.view(dtype) if dtype in _NUMPY_CARRIER else flat
+    return views(flats, payload.index)
 
 
 def sync_weights(
@@ -164,6 +183,26 @@ class NcclWeightBroadcaster:
             sent += data.numel() * data.element_size()
         stream.synchronize()
         return sent
+
+
+def cuda_ipc_handles(state: Mapping[str, torch.Tensor], device: torch.device | str
+                     ) -> tuple[dict[str, bytes], list[Any], dict[str, torch.Tensor]]:
+    """Colocated GPU path: flatten ``state`` on ``device`` and export CUDA-IPC handles.
+
+    Returns ``(handles, index, flats)``: ``handles`` maps a dtype name to the pickled
+    ``torch.multiprocessing.reductions.reduce_tensor`` of that dtype's flat buffer (bytes, so
+    vLLM's msgpack RPC carries it; only our own worker unpickles it), ``index`` is the
+    ``PackedState``-style index, and ``flats`` are the buffers -- the caller must keep them
+    alive until every receiver has copied the weights (``WeightSyncWorkerExtension
+    .rlsys_load_ipc``). One IPC handle per dtype instead of per tensor keeps the RPC small.
+    """
+    import pickle
+
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    flats, index = flatten_state(state, device)
+    handles = {name: pickle.dumps(reduce_tensor(flat)) for name, flat in flats.items()}
+    return handles, [[n, d, o, list(shape)] for n, d, o, shape in index], flats
 
 
 def weight_metadata(named_tensors: Iterable[tuple[str, torch.Tensor]]

@@ -9,8 +9,9 @@
   memory-maps in ``collective_rpc("rlsys_load_packed")`` (``actors.vllm_worker_ext``),
   which calls vLLM's ``reload_weights(..., is_checkpoint_format=True)``; then the prefix cache
   is reset (cached KV blocks were computed with the old weights). On GPU,
-  ``init_weight_broadcast`` + ``broadcast_weights`` use NCCL instead (see
-  ``actors.weight_sync.NcclWeightBroadcaster``).
+  ``load_weights_ipc`` (learner on the same GPU, CUDA IPC) or ``init_weight_broadcast`` +
+  ``broadcast_weights`` (learner on another GPU, NCCL; see ``NcclWeightBroadcaster``) avoid the
+  host round trip.
 * Scoring: ``score_logprobs`` runs prompt+response as one prompt with ``prompt_logprobs=0``.
 
 vLLM starts worker processes with ``spawn``: a script that builds a ``VLLMEngine`` at import
@@ -82,8 +83,9 @@ class VLLMEngine:
             logprobs_mode=_VLLM_LOGPROBS_MODE[logprobs_mode],
             worker_extension_cls=WORKER_EXTENSION, **(llm_kwargs or {}),
         )
-        self.tokenizer = self.llm.get_tokenizer()
-        self.eos_id = int(self.tokenizer.eos_token_id)
+        # With llm_kwargs={"skip_tokenizer_init": True} (model dirs without a tokenizer)
+        # responses are not detokenized and Completion.text is "".
+        self.detokenize = not (llm_kwargs or {}).get("skip_tokenizer_init", False)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -111,7 +113,7 @@ class VLLMEngine:
         params = [SamplingParams(
             n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens,
             seed=None if seed is None else seed + i * n, logprobs=0,
-            stop_token_ids=list(stop_token_ids), detokenize=True,
+            stop_token_ids=list(stop_token_ids), detokenize=self.detokenize,
         ) for i in range(len(prompt_ids))]
         outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
                                     params, use_tqdm=False)
@@ -123,7 +125,7 @@ class VLLMEngine:
                             for step, token in zip(sample.logprobs, response, strict=True)]
                 completions.append(Completion(
                     prompt_index=index, prompt_ids=list(prompt_ids[index]),
-                    response_ids=response, text=sample.text, logprobs=logprobs,
+                    response_ids=response, text=sample.text or "", logprobs=logprobs,
                     finish_reason="stop" if sample.finish_reason == "stop" else "length",
                 ))
         return completions
@@ -166,6 +168,20 @@ class VLLMEngine:
                 files[name] = (path, str(array.dtype))
             index = [[n, d, o, list(s)] for n, d, o, s in payload.index]
             self.llm.collective_rpc("rlsys_load_packed", args=(files, index))
+        self.llm.reset_prefix_cache()
+
+    def load_weights_ipc(self, state: dict[str, torch.Tensor],
+                         device: torch.device | str) -> None:
+        """GPU, learner on the same GPU: send ``state`` through CUDA-IPC handles.
+
+        The flat GPU copy made here is freed when the workers have loaded it.
+        """
+        from actors.weight_sync import cuda_ipc_handles
+
+        handles, index, flats = cuda_ipc_handles(state, device)
+        torch.cuda.synchronize(device)  # the copies must land before workers read them
+        self.llm.collective_rpc("rlsys_load_ipc", args=(handles, index))
+        del flats
         self.llm.reset_prefix_cache()
 
     def init_weight_broadcast(self, master_address: str, master_port: int,
