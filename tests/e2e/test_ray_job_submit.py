@@ -5,6 +5,8 @@ job driver run the venv's Python; ``.gitignore`` already keeps ``.venv`` and ``r
 upload, the ``excludes`` make it explicit)::
 
     export PATH="$PWD/.venv/bin:$PATH"
+    export RAY_AUTH_MODE=token   # Ray 2.60: token auth (~/.ray/auth_token; `ray get-auth-token
+                                 # --generate` makes one); the job CLI needs the mode set
     ray start --head --port=6379 --dashboard-port=8265 --dashboard-host=127.0.0.1 \\
         --node-ip-address=127.0.0.1 --num-cpus=4 --include-dashboard=true
     ray job submit --address http://127.0.0.1:8265 --working-dir . \\
@@ -80,7 +82,10 @@ class LocalHead:
         ports = free_ports(9)
         self.dashboard_port = ports[1]
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        self.env = cli_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        # token auth, both ends: the head enables it by itself when ~/.ray/auth_token exists,
+        # but the job CLI only sends the token when RAY_AUTH_MODE=token says so
+        self.env = cli_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                           RAY_AUTH_MODE="token")
         self.cmd = [
             RAY, "start", "--head", f"--port={ports[0]}", f"--dashboard-port={ports[1]}",
             "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1", "--num-cpus=4",
@@ -138,9 +143,10 @@ def wait_for_job(head: LocalHead, job_id: str, timeout: float) -> str:
     status = ""
     while time.monotonic() < deadline:
         status = head.ray("job", "status", job_id).stdout
-        for state in ("SUCCEEDED", "FAILED", "STOPPED"):
-            if state in status:  # "Job 'ID' succeeded ... Status for job 'ID': SUCCEEDED"
-                return state
+        # Ray 2.60 ends with "Job 'ID' succeeded" / "Job 'ID' failed" / "Job 'ID' was stopped"
+        for state in ("succeeded", "failed", "stopped"):
+            if f"job '{job_id}' {state}" in status.lower().replace("was stopped", "stopped"):
+                return state.upper()
         time.sleep(5)
     return f"TIMEOUT after {timeout}s: {status[-2000:]}"
 
