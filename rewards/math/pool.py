@@ -60,6 +60,10 @@ class _Worker:
         self.kill()
         return None
 
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.poll() is None
+
     def kill(self) -> None:
         """Kill the process and reap it."""
         if self.proc.poll() is None:
@@ -84,10 +88,17 @@ class VerifierPool:
 
     def _acquire(self) -> _Worker:
         with self._cond:
-            while not self._idle and self._count >= self.size:
-                self._cond.wait()
-            if self._idle:
-                return self._idle.pop()
+            while True:
+                while not self._idle and self._count >= self.size:
+                    self._cond.wait()
+                if not self._idle:
+                    break
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                worker.kill()  # died while idle (killed from outside): replace it
+                self._count -= 1
+                self.replaced += 1
             self._count += 1
         try:
             return _Worker()

@@ -76,6 +76,13 @@ def _bits(x: Any) -> int:
     return 0
 
 
+def _log2(x: Any) -> float:
+    """log2 of |numerator| + log2 of the denominator: the bits per unit of exponent."""
+    def lg(n: int) -> float:
+        return math.log2(n) if n < 2**1000 else float(n.bit_length())
+    return lg(abs(int(x.p))) + lg(int(x.q))
+
+
 def _check_size(x: Any) -> Any:
     if isinstance(x, sympy.Rational) and _bits(x) > MAX_BITS:
         raise AnswerError(f"number larger than {MAX_BITS} bits")
@@ -120,13 +127,13 @@ def power(base: Num, exp: Num) -> Num:
             raise AnswerError("power too large")
     if isinstance(e, sympy.Rational):
         if isinstance(b, sympy.Rational) and b not in (0, 1, -1):
-            if _bits(b) * abs(int(e.p)) > MAX_BITS:
+            if _log2(b) * abs(int(e.p)) > MAX_BITS:
                 raise AnswerError("power too large")
         elif abs(int(e.p)) > MAX_SYMBOLIC_POWER:
             raise AnswerError("power too large")
     elif e.is_number and isinstance(b, sympy.Rational) and b not in (0, 1, -1):
         magnitude = sympy.N(sympy.Abs(e), 15)
-        if not magnitude.is_finite or magnitude * _bits(b) > MAX_BITS:
+        if not magnitude.is_finite or magnitude * _log2(b) > MAX_BITS:
             raise AnswerError("power too large")
     return Num(_check_size(b ** e), _merge_approx(base, exp))
 
