@@ -178,7 +178,8 @@ def grpo_step(engine, learner, optimizer, step, args, device, sync) -> dict[str,
     sync()
     t3 = time.perf_counter()
     tokens = int(mask.sum())
-    return {"step": step, "reward": round(float(rewards.mean()), 4), "loss": round(float(loss), 4),
+    return {"step": step, "reward": round(float(rewards.mean()), 4),
+            "loss": round(float(loss.detach()), 4),
             "rollout_vs_learner_logprob_gap": round(mismatch, 4),
             "gen_s": round(t1 - t0, 3), "train_s": round(t2 - t1, 3), "sync_s": round(t3 - t2, 3),
             "gen_tok_per_s": round(tokens / (t1 - t0))}
