@@ -205,8 +205,10 @@ class LearnerGroup(_GroupMixin):
                 try:
                     results[rank_of[ref]] = ray.get(ref)
                 except Exception as err:
+                    cause = getattr(err, "cause", None) or err  # the rank's own exception
                     raise LearnerCallError(
-                        f"learner rank {rank_of[ref]} failed in {method}: {err}"
+                        f"learner rank {rank_of[ref]} failed in {method}: "
+                        f"{type(cause).__name__}: {cause}"
                     ) from err
         return [results[rank] for rank in range(len(refs))]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.launch import InProcessLearnerGroup, LearnerGroup
+from learner.launch import InProcessLearnerGroup, LearnerCallError, LearnerGroup
 from tests.learner.batches import random_rows, token_batch
 
 pytestmark = pytest.mark.slow
@@ -39,6 +39,8 @@ def _check_two_ranks_match_one(zero_stage: int, model_dir: str, tmp_path) -> Non
             assert params[name].shape == value.shape, name  # whole, not a ZeRO partition
             torch.testing.assert_close(params[name], value, rtol=0, atol=1e-6)
         assert group.call("state_dict_for_sync")[1] is None  # only rank 0 holds the copy
+        with pytest.raises(LearnerCallError, match=r"rank [01] failed in train_value.*value_head"):
+            group.train("train_value", micro_batches, num_tokens=1)
 
         path = tmp_path / f"zero{zero_stage}"
         group.save_checkpoint(str(path), extra_state={"cursor": 8})
