@@ -261,13 +261,12 @@ class Learner:
         sums: dict[str, torch.Tensor] = {}
         for index, micro_batch in enumerate(micro_batches):
             engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-            logits = packed_forward(
-                self._model_view, micro_batch_tokens(micro_batch).to(self.device)
-            )
-            loss, metrics = loss_fn(micro_batch_to(micro_batch, self.device), logits)
+            micro_batch = micro_batch_to(micro_batch, self.device)
+            logits = packed_forward(self._model_view, micro_batch_tokens(micro_batch))
+            loss, metrics = loss_fn(micro_batch, logits)
             engine.backward(loss * self.world_size, scale_wrt_gas=False)
             for name, value in {"loss": loss.detach(), **metrics}.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().double().cpu()
+                sums[name] = sums.get(name, 0.0) + value.detach().double()  # stays on device
         manual_norm = self._grad_norm() if self.zero_stage == 0 else None
         engine.step()
         self.step += 1
