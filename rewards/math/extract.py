@@ -22,9 +22,8 @@ _BOX_JOIN_RE = re.compile(
 _ANSWER_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:|=|\bis\s*:)\s*:?\s*(.+)", re.IGNORECASE)
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
-_MATH_SPAN_RE = re.compile(
-    r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$",
-    re.DOTALL)
+_DELIM_RE = re.compile(r"(?<!\\)\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
+_CLOSING = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
 _NUMBER_RE = re.compile(
     r"\\frac\{-?\d+\}\{\d+\}|-?\d+/\d+|-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?(?!\d)"
     r"|-?\d+(?:[.,]\d+)?|-?\.\d+")
@@ -63,26 +62,37 @@ def has_boxed(text: str) -> bool:
     return isinstance(text, str) and last_boxed(text[-_TAIL_CHARS:]) is not None
 
 
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> its ``}`` in one linear pass (``\\{`` is not a brace)."""
+    match: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            match[stack.pop()] = i
+        i += 1
+    return match
+
+
 def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
     """Every ``\\boxed{..}`` / ``\\boxed x`` as (start, end, content), brace-balanced."""
     spans = []
+    match = None
     for m in _BOX_RE.finditer(text):
         start, pos = m.start(), m.end()
         if pos < len(text) and text[pos] == "{":
-            depth, i = 0, pos
-            while i < len(text):
-                ch = text[i]
-                if ch == "\\":
-                    i += 2
-                    continue
-                depth += ch == "{"
-                depth -= ch == "}"
-                if depth == 0:
-                    spans.append((start, i + 1, text[pos + 1:i]))
-                    break
-                i += 1
+            match = _matching_braces(text) if match is None else match
+            close = match.get(pos)
+            if close is not None:
+                spans.append((start, close + 1, text[pos + 1:close]))
         else:
-            word = re.match(r"[^\s$]+", text[pos:])
+            word = re.match(r"[^\s$]+", text[pos:pos + 200])
             if word and m.group().endswith(" "):
                 spans.append((start, pos + word.end(), word.group()))
     return spans
@@ -126,15 +136,30 @@ def _answer_phrase(text: str) -> str | None:
     return number.group(1) if number else found
 
 
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """Math spans ``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]`` in one linear scan."""
+    spans = []
+    opener, open_end, open_start = None, 0, 0
+    for m in _DELIM_RE.finditer(text):
+        token = m.group()
+        if opener is None:
+            if token in _CLOSING:
+                opener, open_start, open_end = token, m.start(), m.end()
+        elif token == _CLOSING[opener]:
+            spans.append((open_start, m.end(), text[open_end:m.start()]))
+            opener = None
+    return spans
+
+
 def _last_math_span(text: str) -> str | None:
     """The last math span; spans separated only by commas/"and"/"or" are joined."""
-    spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None))
-             for m in _MATH_SPAN_RE.finditer(text)]
+    spans = _math_spans(text)
     if not spans:
         return None
     group = [spans[-1]]
     for span in reversed(spans[:-1]):
-        if _BOX_JOIN_RE.match(text[span[1]:group[0][0]]) and text[span[1]:group[0][0]].strip():
+        gap = text[span[1]:group[0][0]]
+        if gap.strip() and _BOX_JOIN_RE.match(gap):
             group.insert(0, span)
         else:
             break

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import sympy
@@ -95,7 +96,8 @@ def number(text: str) -> Num:
     shift = int(exponent) if exponent else 0
     if abs(shift) > MAX_EXP10:
         raise AnswerError(f"exponent beyond 10^{MAX_EXP10}")
-    value = sympy.Rational(mantissa) * sympy.Integer(10) ** shift
+    exact = Fraction(mantissa)  # the lexer matched digits only; no string is sympified
+    value = sympy.Rational(exact.numerator, exact.denominator) * sympy.Integer(10) ** shift
     if "." not in mantissa and shift >= 0:
         return Num(value)
     frac_digits = len(mantissa.partition(".")[2]) - shift
