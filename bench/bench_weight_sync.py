@@ -48,7 +48,7 @@ def build_model(out_dir: str, hidden: int, layers: int) -> dict[str, torch.Tenso
     model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model.state_dict()  # tied embedding: two names, one storage
 
 
 def time_sync(pool, state: dict[str, torch.Tensor], packed: bool) -> dict[str, float]:
@@ -79,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-weight-sync-") as model_dir:
         state = build_model(model_dir, args.hidden, args.layers)
-        nbytes = sum(t.numel() * t.element_size() for t in state.values())
+        nbytes = pack_state_dict(state).nbytes  # unique bytes (the tied embedding once)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         pool = launch_rollout_workers(1, "hf", model_dir, {"max_batch_size": 1, "num_threads": 1},
                                       num_cpus=1, timeout_s=600)
@@ -106,7 +106,7 @@ def report(rows: dict[str, dict[str, float]], nbytes: int, num_tensors: int, arg
     text = "\n".join([
         "# Weight sync on CPU (Ray object store -> HF rollout actor)",
         "",
-        f"State dict: {num_tensors} fp32 tensors, {gb:.3f} GB (random Llama, hidden "
+        f"State dict: {num_tensors} fp32 tensors, {gb:.3f} GB unique (random Llama, hidden "
         f"{args.hidden}, {args.layers} layers, tied 49,152-token embedding). Median of "
         f"{args.reps} syncs after one warm-up; one learner (driver) and one rollout actor on "
         f"the same node, `ray.init(num_cpus=2)`, torch 1 thread; machine: "
