@@ -94,7 +94,7 @@ def verify(pred: str, gold: str, timeout: float = 5.0) -> bool:
     cached = _cached(key)
     if cached is not None:
         return cached
-    verdict = _pool(None).check(pred, gold, timeout)
+    verdict = _pool(None).check(pred, gold, timeout, queue_counts=True)
     _remember(key, verdict)
     return verdict
 

@@ -92,6 +92,8 @@ def scalar(node: tuple) -> V.Num:
         _, name, arg, power, base = node
         return V.function(name, scalar(arg), scalar(power) if power is not None else None,
                           scalar(base) if base is not None else None)
+    if kind == "matrix":  # only reached inside arithmetic such as A + B or A B
+        return V.Num(sympy.ImmutableMatrix([[scalar(c).expr for c in row] for row in node[1]]))
     if kind == "based":
         digits, base = node[1], node[2]
         if base.isdigit() and 2 <= int(base) <= 36 and "." not in digits:
@@ -194,6 +196,7 @@ def same(a, b) -> bool:
     """Equivalence of two values of any kind."""
     from rewards.math.relations import rel_vs_other, same_rel
 
+    a, b = _matrix_value(a), _matrix_value(b)
     if isinstance(a, V.Rel) or isinstance(b, V.Rel):
         if isinstance(a, V.Rel) and isinstance(b, V.Rel):
             return same_rel(a, b)
@@ -210,6 +213,14 @@ def same(a, b) -> bool:
         except AnswerError:
             return False
     return False
+
+
+def _matrix_value(v):
+    """A scalar holding a sympy matrix (the result of matrix arithmetic) becomes a ``Mat``."""
+    if isinstance(v, V.Num) and isinstance(v.expr, sympy.MatrixBase):
+        m = v.expr
+        return V.Mat([[V.Num(m[i, j], v.approx) for j in range(m.cols)] for i in range(m.rows)])
+    return v
 
 
 def _same_seq(a: V.Seq, b: V.Seq) -> bool:

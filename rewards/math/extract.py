@@ -21,6 +21,7 @@ _BOX_JOIN_RE = re.compile(
     r"^(?:\s|,|;|\$|\\\(|\\\)|\\\[|\\\]|\\quad|\\qquad|\\,|\\text\{\s*(?:and|or)\s*\}|and|or|&)*$")
 _ANSWER_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:|=|\bis\s*:)\s*:?\s*(.+)", re.IGNORECASE)
+_PHRASE_POS_RE = re.compile(r"answer\s*(?:is\b|:)", re.IGNORECASE)
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
 _DELIM_RE = re.compile(r"(?<!\\)\$\$|\\\[|\\\]|\\\(|\\\)|(?<!\\)\$")
 _CLOSING = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}
@@ -47,14 +48,26 @@ def extract_answer(text: str) -> str | None:
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_RAW_CHARS:
         return None
     tail = text[-_TAIL_CHARS:]
-    for finder in (last_boxed, _gsm8k, _answer_phrase, _last_math_span, _short_text,
-                   _last_number):
+    finders = [last_boxed, _gsm8k, _answer_phrase, _last_math_span, _short_text, _last_number]
+    if _phrase_after_last_box(tail):  # "\boxed{200} ... Final Answer: the answer is 10,455"
+        finders = [_answer_phrase] + finders
+    for finder in finders:
         found = finder(tail)
         if found is not None and found.strip():
             cleaned = clean_answer(found)
             if cleaned and len(cleaned) <= MAX_EXTRACTED_CHARS:
                 return cleaned
     return None
+
+
+def _phrase_after_last_box(text: str) -> bool:
+    last_phrase = None
+    for m in _PHRASE_POS_RE.finditer(text):
+        last_phrase = m.start()
+    if last_phrase is None:
+        return False
+    last_box = text.rfind("\\boxed")
+    return 0 <= last_box < last_phrase
 
 
 def has_boxed(text: str) -> bool:
@@ -133,7 +146,10 @@ def _answer_phrase(text: str) -> str | None:
     if span is not None:
         return span
     number = re.fullmatch(r"\s*\*{0,2}\s*([^*]+?)\s*\*{0,2}\s*", found)
-    return number.group(1) if number else found
+    found = number.group(1) if number else found
+    if _short_text(found) is None:  # prose such as "Jane started 3 hours ago"
+        return _last_number(found)
+    return found
 
 
 def _math_spans(text: str) -> list[tuple[int, int, str]]:

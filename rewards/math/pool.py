@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +35,8 @@ class _Worker:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
         if self._read_line(_STARTUP_TIMEOUT_S) != "ready":
             self.kill()
-            raise RuntimeError("math checker worker failed to start")
+            raise RuntimeError(f"math checker worker failed to start ({sys.executable} -m "
+                               "rewards.math.worker; is sympy installed there?)")
 
     @property
     def pid(self) -> int:
@@ -86,11 +88,15 @@ class VerifierPool:
         self._cond = threading.Condition()
         self.replaced = 0
 
-    def _acquire(self) -> _Worker:
+    def _acquire(self, deadline: float | None = None) -> _Worker | None:
+        """An idle or new worker; None when ``deadline`` passes while all are busy."""
         with self._cond:
             while True:
                 while not self._idle and self._count >= self.size:
-                    self._cond.wait()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
                 if not self._idle:
                     break
                 worker = self._idle.pop()
@@ -117,9 +123,18 @@ class VerifierPool:
                 self._idle.append(worker)
             self._cond.notify()
 
-    def check(self, pred: str, gold: str, timeout: float) -> bool:
-        """One comparison in a worker; False on timeout (the worker is then replaced)."""
-        worker = self._acquire()
+    def check(self, pred: str, gold: str, timeout: float, queue_counts: bool = False) -> bool:
+        """One comparison in a worker; False on timeout (the worker is then replaced).
+
+        With ``queue_counts`` the wait for a free worker is part of ``timeout`` (``verify``
+        from many threads); otherwise only the comparison itself is timed (batches).
+        """
+        deadline = time.monotonic() + timeout if queue_counts else None
+        worker = self._acquire(deadline)
+        if worker is None:
+            return False
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
         verdict = worker.ask(pred, gold, timeout)
         self._release(worker if verdict is not None else None)
         return bool(verdict)

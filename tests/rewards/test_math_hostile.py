@@ -118,3 +118,19 @@ def test_extraction_is_linear_on_hostile_text(text):
     start = time.monotonic()
     extract_answer(text * 50)  # ~1 MB; only the tail is scanned
     assert time.monotonic() - start < 5
+
+
+def test_busy_pool_still_answers_within_timeout():
+    """Waiting for a free worker counts against ``timeout`` when asked (as ``verify`` does)."""
+    pool = VerifierPool(1)
+    try:
+        assert pool.check("x", "x+0", timeout=60) is True
+        slow = threading.Thread(target=pool.check, args=(r"\sqrt{2^{100000}+1}", "5", 3.0))
+        slow.start()
+        time.sleep(0.3)
+        start = time.monotonic()
+        assert pool.check("1", "1.0", timeout=0.5, queue_counts=True) is False
+        assert time.monotonic() - start < 0.5 + 2
+        slow.join()
+    finally:
+        pool.close()
