@@ -6,7 +6,8 @@ exact, a decimal against an exact value when it is that value rounded to nearest
 at its shown number of decimals (only when the exact value is not itself a terminating
 decimal: 2.7 is not 2.75, 0.3333 is 1/3, 1.41 is sqrt 2, 1.42 is not), percentages as
 either the number or the number/100 (both conventions occur in the labelled sets),
-expressions by exact or high-precision random-point identity, equations up to a constant
+expressions by exact or high-precision random-point identity (unknowns sampled as positive
+reals, the usual domain of competition answers, so sqrt(x^2) = x), equations up to a constant
 factor, inequalities up to a positive factor, tuples in order, sets and top-level lists in any
 order, intervals and unions as sets, matrices element-wise. ``\\pm`` makes a set of two.
 It has no time limit of its own: callers run it in a killable process (``pool.py``).
