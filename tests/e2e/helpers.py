@@ -43,12 +43,22 @@ def train_command(recipe: str, run_dir: Path, *overrides: str) -> list[str]:
 def run_train(recipe: str, run_dir: Path, *overrides: str,
               timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``rlsys train`` to completion (stdout and stderr merged into ``.stdout``); the output
-    is also saved to ``<run_dir>.log`` for post-mortems."""
-    proc = subprocess.run(train_command(recipe, run_dir, *overrides), cwd=REPO, env=cli_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, check=False)
-    Path(f"{run_dir}.log").write_text(proc.stdout)
-    return proc
+    is also saved to ``<run_dir>.log`` for post-mortems.
+
+    The run gets its own process group; past ``timeout`` the whole group (driver and the local
+    Ray it started) is SIGKILLed and the result has return code -9 and a ``[timeout]`` line.
+    """
+    proc = subprocess.Popen(train_command(recipe, run_dir, *overrides), cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        out += f"\n[timeout] killed after {timeout} s\n"
+    Path(f"{run_dir}.log").write_text(out)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 
 def stage_rows(run_dir: Path, stage: str) -> list[dict[str, Any]]:
@@ -95,6 +105,24 @@ def pids_in_group(pgid: int) -> list[int]:
             fields = stat.rsplit(")", 1)[1].split()
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 out.append(int(entry.name))
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    """Live pids below ``root`` in the process tree (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
     return out
 
 

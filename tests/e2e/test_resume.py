@@ -2,8 +2,9 @@
 
 * Killing the whole driver (SIGKILL to its process group, local Ray included) after the step-2
   checkpoint and re-running the same command resumes at step 2 and finishes the stage.
-* A rollout worker killed mid-run (its process SIGKILLed while the run goes on, in-process with
-  a shared Ray session) is restarted by the pool and the run completes every step.
+* A rollout worker killed mid-run (its process SIGKILLed after the first step, while the run
+  goes on in this process on a Ray session of this process) is restarted by the pool
+  (``actors.launch``) and the run completes every step.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tests.e2e.helpers import (
     REPO,
     RL_STEP_KEYS,
     cli_env,
+    cmdline,
+    descendants,
     kill_pids,
     non_finite,
     pids_in_group,
@@ -118,21 +121,26 @@ def ray_session():
         ray.shutdown()
 
 
-def alive_rollout_workers(job_id: str) -> list:
-    """This job's live ``RolloutWorker`` actors (Ray state API)."""
-    from ray.util.state import list_actors
+def rollout_worker_pids() -> list[int]:
+    """Pids of the ``RolloutWorker`` actors of the Ray session this process started.
 
-    return list_actors(filters=[("class_name", "=", "RolloutWorker"), ("state", "=", "ALIVE"),
-                                ("job_id", "=", job_id)], raise_on_missing_output=False)
+    Ray names an actor's process ``ray::RolloutWorker[.method]``; the actors are children of
+    this process's raylet, so other Ray sessions on the machine are never touched. (The pool's
+    actors are unnamed, and ``ray.util.state.list_actors`` needs the dashboard.)
+    """
+    return [pid for pid in descendants(os.getpid())
+            if cmdline(pid).startswith("ray::RolloutWorker")]
 
 
 class RolloutKiller(threading.Thread):
-    """Waits for the first metrics row, then SIGKILLs the live rollout worker's process."""
+    """Waits for the first metrics row, SIGKILLs the live rollout worker's process, then
+    watches for the replacement worker the pool starts."""
 
-    def __init__(self, run_dir: Path, job_id: str) -> None:
+    def __init__(self, run_dir: Path) -> None:
         super().__init__(daemon=True)
-        self.run_dir, self.job_id = run_dir, job_id
+        self.run_dir = run_dir
         self.killed: list[int] = []
+        self.replacements: list[int] = []
         self.error: BaseException | None = None
         self.stop = threading.Event()
 
@@ -143,9 +151,12 @@ class RolloutKiller(threading.Thread):
                 time.sleep(0.2)
             if self.stop.is_set():
                 return
-            for actor in alive_rollout_workers(self.job_id):
-                os.kill(actor.pid, signal.SIGKILL)
-                self.killed.append(actor.pid)
+            for pid in rollout_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+            while not self.stop.is_set() and not self.replacements:
+                self.replacements = [p for p in rollout_worker_pids() if p not in self.killed]
+                time.sleep(0.2)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -158,7 +169,7 @@ def test_killed_rollout_worker_does_not_end_the_run(ray_session, tmp_path):
                          ["stages.grpo.steps=3", "stages.grpo.eval_after=false",
                           "checkpoint.every_n_steps=0", "logging.progress=false"])
     run_dir = tmp_path / "run"
-    killer = RolloutKiller(run_dir, ray_session.get_runtime_context().get_job_id())
+    killer = RolloutKiller(run_dir)
     killer.start()
     try:
         run_recipe(recipe, run_dir=str(run_dir))
@@ -168,6 +179,7 @@ def test_killed_rollout_worker_does_not_end_the_run(ray_session, tmp_path):
     assert killer.error is None, repr(killer.error)
     assert len(killer.killed) == 1, killer.killed
     assert wait_gone(killer.killed, 5) == []
+    assert killer.replacements, "no new RolloutWorker process after the kill"
     assert [r["step"] for r in stage_rows(run_dir, "grpo")] == [1, 2, 3]
     state = json.loads((run_dir / "run_state.json").read_text())
     assert state["stages"]["grpo"]["done"] is True
