@@ -14,15 +14,15 @@ upload, the ``excludes`` make it explicit)::
         --submission-id grpo-tiny-1 --no-wait -- \\
         python -m rlsys.cli train configs/grpo_tiny.yaml --set stages.grpo.steps=1 \\
         --run-dir /tmp/rlsys-job/run
-    ray job status --address http://127.0.0.1:8265 grpo-tiny-1    # until SUCCEEDED
+    ray job status --address http://127.0.0.1:8265 grpo-tiny-1    # until it says "succeeded"
     ray job logs --address http://127.0.0.1:8265 grpo-tiny-1      # shows "[ray] joined cluster"
     ray stop
 
 Here the head gets free ports and a private ``--temp-dir``. ``ray stop`` cannot be scoped to one
 head (it stops every Ray process on the machine, including other tests' clusters), so the test
-stops its head by killing the process group of ``ray start`` and every process whose command
-line names the private temp dir. The run dir must be an absolute path: the driver runs inside
-Ray's copy of the working dir.
+stops its head by killing the process group of ``ray start``, every process whose command line
+names the private temp dir, and their child processes (Ray workers). The run dir must be an
+absolute path: the driver runs inside Ray's copy of the working dir.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from tests.e2e.helpers import (
     REPO,
     RL_STEP_KEYS,
     cli_env,
+    descendants,
     kill_pids,
     non_finite,
     pids_in_group,
@@ -117,6 +118,8 @@ class LocalHead:
             pids += pids_mentioning(marker)
         if self.pgid is not None:
             pids += pids_in_group(self.pgid)
+        # workers and actors (children of the raylet) may not name the temp dir any more
+        pids += [child for pid in list(pids) for child in descendants(pid)]
         pids = sorted(set(pids) - {os.getpid()})
         kill_pids(pids, signal.SIGTERM)
         alive = wait_gone(pids, 15)

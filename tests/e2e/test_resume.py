@@ -27,7 +27,6 @@ from tests.e2e.helpers import (
     descendants,
     kill_pids,
     non_finite,
-    pids_in_group,
     pids_mentioning,
     ray_session_dir,
     run_train,
@@ -60,14 +59,19 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> bool:
 
 
 def kill_run(proc: subprocess.Popen) -> tuple[str | None, list[int]]:
-    """SIGKILL the driver's process group; returns the Ray session dir it used and the pids
-    of that session still alive afterwards (which are then killed by pid)."""
-    group = pids_in_group(proc.pid)
-    session = ray_session_dir(group)
+    """SIGKILL the driver's process group; returns the Ray session dir it used and the pids of
+    that run still alive 30 s later, which are then killed by pid so nothing leaks.
+
+    Ray's workers run in process groups of their own (and actors rewrite their command line to
+    ``ray::Class``), so the run's processes are the driver's process tree taken just before the
+    kill plus whatever names the session dir; they should exit once their raylet is gone.
+    """
+    tree = [proc.pid, *descendants(proc.pid)]
+    session = ray_session_dir(tree)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    wait_gone(group, 30)
-    survivors = pids_mentioning(session) if session else []
+    run_pids = set(tree) | set(pids_mentioning(session) if session else [])
+    survivors = wait_gone(sorted(run_pids), 30)
     kill_pids(survivors)
     wait_gone(survivors, 10)
     return session, survivors
@@ -88,7 +92,7 @@ def test_killed_driver_resumes_from_last_checkpoint(tmp_path):
         log.close()
     first = (tmp_path / "first.log").read_text()
     assert saved, f"no step-2 checkpoint; exit {proc.returncode}\n{first[-4000:]}"
-    assert session is not None, "found no raylet in the driver's process group"
+    assert session is not None, "found no raylet among the driver's child processes"
     assert survivors == [], f"Ray processes of {session} outlived the process group"
     raylets = [p for p in pids_mentioning(session) if "raylet" in Path(f"/proc/{p}/comm")
                .read_text(errors="replace")]
