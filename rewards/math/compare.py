@@ -4,7 +4,8 @@
 converts them to values (``values.py``) and compares by kind: numbers exactly when both are
 exact, a decimal against an exact value when it is that value rounded to nearest or truncated
 at its shown number of decimals (only when the exact value is not itself a terminating
-decimal: 2.7 is not 2.75, 0.3333 is 1/3, 1.41 is sqrt 2, 1.42 is not), percentages as
+decimal, and only with 3 or more significant digits: 2.7 is not 2.75, 0.333 is 1/3, 0.33
+is not, 1.41 is sqrt 2, 1.42 is not), percentages as
 either the number or the number/100 (both conventions occur in the labelled sets),
 expressions by exact or high-precision random-point identity (unknowns sampled as positive
 reals, the usual domain of competition answers, so sqrt(x^2) = x), equations up to a constant
@@ -26,6 +27,7 @@ from rewards.math.parser import parse
 
 _TEXT_RE = re.compile(r"[A-Za-z][A-Za-z\s']*")
 _SAMPLE_POINTS = 3
+MIN_SIGNIFICANT_DIGITS = 3  # 0.333 and 3.14 approximate 1/3 and pi; 0.3 and 0.33 do not
 _DIGITS = 60
 
 
@@ -288,7 +290,7 @@ def _terminating(q: sympy.Rational) -> bool:
 
 def _within_shown_precision(decimal, approx, exact) -> bool:
     """A decimal literal matches a non-terminating exact value it rounds or truncates to."""
-    if approx is None or _terminating(exact):
+    if approx is None or _terminating(exact) or approx[2] < MIN_SIGNIFICANT_DIGITS:
         return False
     if approx[0] == "rel":  # e.g. 2.314814814815 \times 10^{-3}
         return abs(decimal - exact) <= sympy.Rational(10) ** (1 - approx[2]) * abs(exact)
@@ -326,7 +328,7 @@ def _close(x, y, tol, approx_x, approx_y) -> bool:
         return nx == ny
     for decimal, approx, exact in ((x, approx_x, ny), (y, approx_y, nx)):
         if approx is not None and approx[0] == "abs" and isinstance(decimal, sympy.Rational):
-            return _rounds_to(decimal, exact, approx[1])
+            return approx[2] >= MIN_SIGNIFICANT_DIGITS and _rounds_to(decimal, exact, approx[1])
     scale = max(abs(nx), abs(ny), sympy.Float(10) ** -300)
     return bool(abs(nx - ny) <= tol * scale)
 

@@ -37,6 +37,7 @@ _TRAILING_NOISE_RE = re.compile(r"(?:[.。]|\\\\|\\)+\s*$")
 _PERCENT_WORD_RE = re.compile(r"\s*(?:\\%|%|\bpercentage\b|\bpercent\b|\bpct\b)")
 _UNIT_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\.?(?:\s*\^\s*\{?\d\}?|[²³])?\s*$")
 _LEAD_RE = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?\s*(?:\\in|∈)\s*)")
+_REPEATING_RE = re.compile(r"(\d*)\.(\d*)\\overline\s*\{(\d{1,20})\}")
 _APPROX_RE = re.compile(r"\\approx|≈|\\sim(?![a-z])")
 
 
@@ -214,6 +215,7 @@ def clean_answer(answer: str) -> str:
     s = re.sub(r"\\(?:displaystyle|left|right|big|Big|bigl|bigr)(?![a-zA-Z])", "", s)
     s = re.sub(r"(?<=\d)(?:,\s*\\!|\s*\{\s*,\s*\}|,\s*\{\s*\})\s*(?=\d{3}(?!\d))", "", s)
     s = re.sub(r"\\q?quad", " ", s)
+    s = _REPEATING_RE.sub(_repeating_decimal, s)
     s = re.sub(r"(?<=[)\]}])\s*(?:or|and)\s*(?=[(\[{])", ",", s)
     s = re.sub(r"(?<!\\)\\[,;:! ]|~", " ", s)
     for _ in range(3):  # nested \text{\textbf{..}}
@@ -243,6 +245,15 @@ def _strip_units(s: str) -> str:
             return s
         s = head
     return s
+
+
+def _repeating_decimal(m: re.Match) -> str:
+    """``0.1\\overline{6}`` -> ``(1/6)``: an exact fraction for a repeating decimal."""
+    whole, fixed, repeat = m.group(1) or "0", m.group(2), m.group(3)
+    k, r = len(fixed), len(repeat)
+    numerator = (int(whole + fixed + repeat) - int(whole + fixed or "0"))
+    denominator = 10**k * (10**r - 1)
+    return f"({numerator}/{denominator})"
 
 
 def _mixed_number(m: re.Match) -> str:

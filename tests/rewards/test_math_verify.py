@@ -5,7 +5,7 @@ These go through the real worker pool (``verify_batch``), so one call covers man
 
 import pytest
 
-from rewards.math import verify, verify_batch
+from rewards.math import clean_answer, verify, verify_batch
 from rewards.math.compare import equivalent
 
 EQUAL = [
@@ -69,3 +69,17 @@ def test_cache_and_batch_agree():
     pairs = [("0.5", r"\frac12")] * 5 + [("x", "y")]
     assert verify_batch(pairs) == [True] * 5 + [False]
     assert verify_batch(pairs, use_cache=False) == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize("decimal, exact, expected", [
+    ("0.333", r"\frac13", True), ("0.33", r"\frac13", False), ("0.3", r"\frac13", False),
+    ("0.334", r"\frac13", False), ("3.14", r"\pi", True), ("3.15", r"\pi", False),
+    ("2.7", "2.75", False), (r"0.\overline{3}", r"\frac13", True),
+    (r"0.1\overline{6}", r"\frac16", True),
+    (r"2.314814814815 \times 10^{-3}", r"\frac{1}{432}", True),
+])
+def test_decimal_rounding_policy(decimal, exact, expected):
+    """Rounded or truncated at the shown digits, 3+ significant digits, non-terminating exact."""
+    decimal, exact = clean_answer(decimal), clean_answer(exact)
+    assert equivalent(decimal, exact) is expected
+    assert equivalent(exact, decimal) is expected
