@@ -130,6 +130,7 @@ def summarize_rlsys(result: dict) -> dict:
             "steps": [r["time/step_s"] for r in rows],
             "phases": {p: _mean([r.get(f"time/{p}", 0.0) for r in later]) for p in PHASES},
             "other_frac": _mean([r["time/other_frac"] for r in later]),
+            "warmup_phases": {p: rows[0].get(f"time/{p}", 0.0) for p in PHASES},
             "reward": [r.get("reward/mean") for r in rows], "wall_s": result["wall_s"]}
 
 
@@ -203,6 +204,19 @@ def reading(args, rlsys: dict, trl: dict | None) -> list[str]:
             f"Generation: rlsys {rlsys['phases']['generate']:.2f} s vs TRL "
             f"{trl['phases']['generate']:.2f} s; train: rlsys {rlsys['phases']['train']:.2f} s "
             f"vs TRL {trl['phases']['train']:.2f} s per step.")
+        r_later, t_later = rlsys["steps"][1:], trl["steps"][1:]
+        notes.append(
+            f"Spread: rlsys steps 2.. took {min(r_later):.1f}-{max(r_later):.1f} s, TRL "
+            f"{min(t_later):.1f}-{max(t_later):.1f} s; pairing the extremes gives ratios from "
+            f"{min(t_later) / max(r_later):.2f}x to {max(t_later) / min(r_later):.2f}x, so with "
+            f"this few steps under this load the ratio is uncertain by about that much.")
+        notes.append(
+            f"All steps including warm-up: rlsys {sum(rlsys['steps']):.0f} s vs TRL "
+            f"{sum(trl['steps']):.0f} s ({sum(trl['steps']) / sum(rlsys['steps']):.2f}x). "
+            f"rlsys's warm-up step spent {rlsys['warmup_phases']['train']:.1f} s in train and "
+            f"{rlsys['warmup_phases']['sync']:.1f} s in sync (later steps: "
+            f"{rlsys['phases']['train']:.1f} s and {rlsys['phases']['sync']:.1f} s): first-call "
+            f"costs in the learner actor and the first weight push.")
         startup = rlsys["wall_s"] - sum(rlsys["steps"])
         notes.append(
             f"Process wall time: rlsys {rlsys['wall_s']:.0f} s, of which {startup:.0f} s is "
@@ -282,6 +296,7 @@ def main() -> None:
                     "lr": LR, "clip_low": CLIP_LOW, "clip_high": CLIP_HIGH,
                     "threads": THREADS}
             trl = summarize_trl(run_trl(spec, workdir))
+            print("TRL " + json.dumps(trl), flush=True)
             loads["after TRL"] = load_avg()
     write_report(args, command, model_dir, rlsys, trl, loads, args.out)
 
