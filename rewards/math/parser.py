@@ -38,28 +38,34 @@ class _Parser:
     # -- helpers -------------------------------------------------------------------------
     @property
     def tok(self) -> Token:
+        """The current token."""
         return self.tokens[self.pos]
 
     def next(self) -> Token:
+        """Consume and return the current token."""
         tok = self.tokens[self.pos]
         self.pos += 1
         return tok
 
     def is_(self, kind: str, text: str | None = None) -> bool:
+        """True when the current token has this kind (and text)."""
         return self.tok.kind == kind and (text is None or self.tok.text == text)
 
     def expect(self, kind: str, text: str | None = None) -> Token:
+        """Consume a token of this kind/text or raise."""
         if not self.is_(kind, text):
             raise AnswerError(f"expected {text or kind}, found {self.tok.text!r}")
         return self.next()
 
     def enter(self) -> None:
+        """One level deeper; refuse past MAX_DEPTH."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise AnswerError(f"nesting deeper than {MAX_DEPTH}")
 
     # -- grammar -------------------------------------------------------------------------
     def parse_all(self) -> tuple:
+        """answer := seq END"""
         node = self.seq()
         if not self.is_("end"):
             raise AnswerError(f"unexpected {self.tok.text!r}")
@@ -76,6 +82,7 @@ class _Parser:
         return items[0] if len(items) == 1 else ("list", items)
 
     def rel(self) -> tuple:
+        """rel := ratio (RELOP ratio)*  (chains such as a < x < b)"""
         parts = [self.ratio()]
         ops: list[str] = []
         while self.tok.kind == "rel" or (self.tok.kind == "cmd" and self.tok.text in RELATIONS):
@@ -84,6 +91,7 @@ class _Parser:
         return parts[0] if not ops else ("rel", ops, parts)
 
     def ratio(self) -> tuple:
+        """ratio := union (':' union)*"""
         parts = [self.union()]
         while self.is_("op", ":"):
             self.next()
@@ -91,6 +99,7 @@ class _Parser:
         return parts[0] if len(parts) == 1 else ("ratio", parts)
 
     def union(self) -> tuple:
+        """union := additive (('\\cup'|'\\cap'|'\\setminus') additive)*"""
         node = self.additive()
         while self.is_("cmd", "cup") or self.is_("cmd", "cap") or self.is_("cmd", "setminus"):
             op = self.next().text
@@ -98,6 +107,7 @@ class _Parser:
         return node
 
     def additive(self) -> tuple:
+        """additive := term (('+'|'-'|'\\pm'|'\\mp') term)*"""
         node = self.term()
         while self.is_("op", "+") or self.is_("op", "-") or self.is_("cmd", "pm") \
                 or self.is_("cmd", "mp"):
@@ -107,6 +117,7 @@ class _Parser:
         return node
 
     def term(self) -> tuple:
+        """term := unary (('*'|'/') unary | implicit-product postfix)*"""
         node = self.unary()
         while True:
             if self.is_("op", "*") or self.is_("op", "/"):
@@ -118,6 +129,7 @@ class _Parser:
                 return node
 
     def unary(self) -> tuple:
+        """unary := ('-'|'+'|'\\pm') unary | postfix"""
         if self.is_("op", "-"):
             self.next()
             return ("neg", self.unary())
@@ -130,6 +142,7 @@ class _Parser:
         return self.postfix()
 
     def postfix(self) -> tuple:
+        """postfix := power ('!'|'%'|"'")*"""
         self.enter()
         node = self.power()
         while self.is_("op", "!") or self.is_("op", "%") or self.is_("op", "'"):
@@ -140,6 +153,7 @@ class _Parser:
         return node
 
     def power(self) -> tuple:
+        """power := primary ('^' arg)*"""
         node = self.primary()
         while self.is_("op", "^"):
             self.next()
@@ -151,6 +165,7 @@ class _Parser:
         return node
 
     def starts_primary(self) -> bool:
+        """True when the next token can begin an implicit product factor."""
         tok = self.tok
         if tok.kind in ("num", "name"):
             return True
@@ -180,6 +195,7 @@ class _Parser:
         return self.primary()
 
     def primary(self) -> tuple:
+        """primary := number | name | bracket | |additive| | command"""
         tok = self.tok
         if tok.kind == "num":
             self.next()
@@ -201,6 +217,7 @@ class _Parser:
         raise AnswerError(f"unexpected {tok.text!r}")
 
     def subscript(self, node: tuple) -> tuple:
+        """``x_1`` becomes the name ``x_1``; ``4210_7`` a number in base 7."""
         if not self.is_("op", "_"):
             return node
         self.next()
@@ -212,6 +229,7 @@ class _Parser:
         return ("name", f"{node[1]}_{sub.strip('{}')}")
 
     def bracket(self) -> tuple:
+        """(..), [..], (..], {..}, \\{..\\}: a group, tuple, interval or set."""
         self.enter()
         opener = self.next().text
         if self.tok.kind == "close":  # () or \{\}
@@ -237,6 +255,7 @@ class _Parser:
         return ("tuple", items, opener, closer)
 
     def command(self) -> tuple:
+        """A whitelisted LaTeX command: constants, \\frac, \\binom, \\sqrt, functions."""
         name = self.next().text
         if name in CONSTANTS:
             return ("const", CONSTANTS[name])
@@ -260,6 +279,7 @@ class _Parser:
         raise AnswerError(f"unsupported command \\{name}")
 
     def function(self, name: str) -> tuple:
+        """``\\sin x``, ``\\sin^2(x)``, ``\\log_2 8``: name, optional base/power, argument."""
         base = power = None
         if self.is_("op", "_"):
             self.next()
@@ -277,6 +297,7 @@ class _Parser:
         return ("func", name, argument, power, base)
 
     def environment(self) -> tuple:
+        """``\\begin{pmatrix}..\\end{pmatrix}`` (matrix) or cases/aligned (a list)."""
         env = self._group_text()
         if env == "array" and self.is_("open", "{"):
             self._group_text()

@@ -40,6 +40,7 @@ class _Worker:
 
     @property
     def pid(self) -> int:
+        """The worker's process id."""
         return self.proc.pid
 
     def _read_line(self, timeout: float) -> str | None:
