@@ -115,3 +115,21 @@ def test_reward_pool_weighted_spec_and_bad_spec(ray_cluster):
         pool.close()
     with pytest.raises(WorkerError, match=r"(?s)reward worker 0 .*'start'.*unknown keys"):
         launch_reward_workers(1, {"name": "format", "kwarg": {}}, num_cpus=HALF_CPU)
+
+
+def test_sync_weights_helper_and_call_with_retry(rollout_pool, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from actors.weight_sync import sync_weights
+
+    state = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
+    before = [p["weights_version"] for p in rollout_pool.ping_all()]
+    versions, ref = sync_weights(state, rollout_pool.handles, timeout=120)
+    assert versions == [v + 1 for v in before]
+    assert isinstance(ref, ray.ObjectRef)
+
+    old_pid = rollout_pool.pids[0]
+    ray.kill(rollout_pool.handles[0], no_restart=True)
+    info = rollout_pool.call_with_retry(0, "ping", phase="ping")
+    assert info["pid"] == rollout_pool.pids[0] != old_pid
+    assert info["weights_version"] == rollout_pool.weights_version  # pool weights re-applied
