@@ -55,8 +55,10 @@ class Completion:
         prompt_ids: token ids of the (chat-templated) prompt.
         response_ids: sampled token ids.
         text: the decoded response.
-        logprobs: per-response-token log-probs under the engine's sampling distribution
-            (after temperature), same length as ``response_ids``.
+        logprobs: per-response-token log-probs, same length as ``response_ids``: by default
+            ("raw" ``logprobs_mode``) under the model's own distribution at temperature 1, the
+            same quantity the learner computes (used for the truncated-IS correction); with
+            "processed" under the sampling distribution (after temperature/top-p).
         finish_reason: ``"stop"`` (EOS/stop string) or ``"length"`` (hit max tokens).
     """
 
