@@ -95,7 +95,8 @@ class RLStage:
         self.logger = MetricsLogger(ctx.run_dir, stage.name, stage.steps,
                                     tensorboard=lg.tensorboard, progress=lg.progress,
                                     start_step=self.step)
-        self.version = 0
+        # the pool's weight version, not 0: the pool outlives stages and _resume syncs it
+        self.version = self.rollout.weights_version
 
     # ------------------------------------------------------------------ resume / checkpoint
     def _resume(self) -> int:

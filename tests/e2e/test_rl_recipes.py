@@ -14,8 +14,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.e2e.helpers import RL_STEP_KEYS, max_weight_change, non_finite, run_train, stage_rows
+from tests.e2e.helpers import (
+    REPO,
+    RL_STEP_KEYS,
+    max_weight_change,
+    non_finite,
+    run_train,
+    stage_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +112,18 @@ def test_async_rollout_is_at_most_one_version_stale(recipe_run):
     assert staleness and all(s <= 1 for s in staleness), staleness
     # steps after the first were generated while the previous step trained: exactly 1 behind
     assert staleness[1:] == [1.0] * (len(staleness) - 1), staleness
+
+
+def test_async_staleness_after_an_earlier_stage_synced_the_pool(tmp_path):
+    """The rollout pool outlives a stage (``RunContext``), so its weight version does not start
+    at 0 in a later stage (nor after a resume, which syncs the checkpoint's weights); the
+    reported staleness must still be the true lag of one policy version."""
+    recipe = yaml.safe_load((REPO / "configs" / "grpo_async_tiny.yaml").read_text())
+    warmup = {"name": "warmup", "kind": "grpo", "steps": 1, "algo": {"estimator": "grpo"}}
+    recipe["stages"] = [warmup, {**recipe["stages"][0], "steps": 2}]
+    path = tmp_path / "chained_async.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    proc = run_train(str(path), tmp_path / "run", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    staleness = [row["staleness"] for row in stage_rows(tmp_path / "run", "grpo")]
+    assert staleness == [0.0, 1.0], staleness
