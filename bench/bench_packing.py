@@ -25,6 +25,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -120,7 +121,7 @@ def run_rlsys(model_dir: str, encoded, mode: str, max_tokens: int, batch_size: i
 
 def trl_worker(spec_path: str) -> None:
     """Runs inside bench/.venv-trl: SFTTrainer on the same model dir and records."""
-    import tempfile
+    import shutil
 
     import torch
     from datasets import Dataset
@@ -137,8 +138,9 @@ def trl_worker(spec_path: str) -> None:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32,
                                                      attn_implementation="sdpa")
+        output_dir = tempfile.mkdtemp(prefix="rlsys-bench-trl-")
         config = SFTConfig(
-            output_dir=tempfile.mkdtemp(), packing=packing,
+            output_dir=output_dir, packing=packing,
             max_length=spec["max_tokens"] if packing else spec["max_len"],
             per_device_train_batch_size=spec["trl_rows"] if packing else spec["batch_size"],
             num_train_epochs=1, learning_rate=LR, lr_scheduler_type="constant",
@@ -152,6 +154,7 @@ def trl_worker(spec_path: str) -> None:
         cpu_start = time.process_time()
         metrics = trainer.train().metrics
         cpu_seconds = time.process_time() - cpu_start
+        shutil.rmtree(output_dir, ignore_errors=True)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         results.append({
             "setup": f"TRL SFTTrainer {'packed' if packing else 'padded'}",
@@ -177,7 +180,7 @@ def ensure_trl_venv() -> str:
 
 def run_trl(model_dir: str, records: list[list[dict]], max_len: int, max_tokens: int,
             batch_size: int, trl_rows: int, workdir: str) -> list[dict]:
-    """Run ``trl_worker`` in the TRL venv; returns its result rows."""
+    """Run ``trl_worker`` in the TRL venv (cwd ``workdir``); returns its result rows."""
     python = ensure_trl_venv()
     spec_path = os.path.join(workdir, "trl_spec.json")
     with open(spec_path, "w") as handle:
@@ -239,8 +242,9 @@ def main() -> None:
     rows = [run_rlsys(model_dir, encoded, "packed", args.max_tokens, rows_per_step),
             run_rlsys(model_dir, encoded, "padded", args.max_tokens, args.batch_size)]
     if not args.skip_trl:
-        rows += run_trl(model_dir, records, args.max_len, args.max_tokens, args.batch_size,
-                        rows_per_step, workdir=HERE)
+        with tempfile.TemporaryDirectory(prefix="rlsys-bench-") as workdir:
+            rows += run_trl(model_dir, records, args.max_len, args.max_tokens, args.batch_size,
+                            rows_per_step, workdir=workdir)
     write_report(rows, args, lengths, rows_per_step)
 
 
