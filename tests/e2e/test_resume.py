@@ -187,3 +187,14 @@ def test_killed_rollout_worker_does_not_end_the_run(ray_session, tmp_path):
     assert [r["step"] for r in stage_rows(run_dir, "grpo")] == [1, 2, 3]
     state = json.loads((run_dir / "run_state.json").read_text())
     assert state["stages"]["grpo"]["done"] is True
+
+
+def test_keep_last_prunes_old_step_checkpoints(tmp_path):
+    """``checkpoint.keep_last: 1`` with a checkpoint after every step keeps only the newest."""
+    run_dir = tmp_path / "run"
+    proc = run_train("configs/grpo_tiny.yaml", run_dir, "stages.grpo.steps=3",
+                     "checkpoint.every_n_steps=1", "checkpoint.keep_last=1",
+                     "stages.grpo.eval_after=false", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    kept = sorted(p.name for p in step_checkpoint(run_dir, 1).parent.iterdir())
+    assert kept == ["step_00000002"], kept
