@@ -8,7 +8,6 @@ names and shapes, which is what a weight sync needs.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from rlsys.modeling import default_cache_dir
 from rlsys.modeling.builders import build_smollm2_tokenizer, build_tiny_llama
@@ -17,10 +16,6 @@ from rlsys.modeling.resolve import ensure_built
 # head_dim = 64 / 2 = 32: the smallest head size vLLM's CPU attention backend accepts.
 TINY_OVERRIDES = {"num_attention_heads": 2, "num_key_value_heads": 1}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -45,17 +40,3 @@ def tiny_model(tmp_path_factory, tokenizer_dir) -> str:
 def tiny_model_b(tmp_path_factory, tokenizer_dir) -> str:
     """A second tiny Llama with the same architecture and different weights (seed 1)."""
     return _tiny(tmp_path_factory, tokenizer_dir, 1)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster for the session (reused if the process already has one)."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()

@@ -7,20 +7,8 @@ Both come from the default model cache (``rlsys.modeling.resolve_model``), built
 from __future__ import annotations
 
 import pytest
-import torch
 
-from rlsys.modeling import load_causal_lm, load_tokenizer, resolve_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir() -> str:
-    """Directory of ``tiny-llama`` (seed 0) in the default cache."""
-    return resolve_model("tiny-llama")
+from rlsys.modeling import load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from rlsys.modeling import default_cache_dir
 from rlsys.modeling.builders import build_smollm2_tokenizer
 from rlsys.modeling.resolve import ensure_built
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
