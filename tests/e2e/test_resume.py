@@ -198,3 +198,18 @@ def test_keep_last_prunes_old_step_checkpoints(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:]
     kept = sorted(p.name for p in step_checkpoint(run_dir, 1).parent.iterdir())
     assert kept == ["step_00000002"], kept
+
+
+def test_async_checkpoint_keeps_the_prefetched_prompts(tmp_path):
+    """With ``async_rollout`` the prompts of step t+1 are drawn while step t trains; the
+    step-t checkpoint must record the sampler position before that draw, or a resumed run
+    skips step t+1's prompts (the README promises the same data order after a resume)."""
+    run_dir = tmp_path / "run"
+    proc = run_train("configs/grpo_async_tiny.yaml", run_dir, "stages.grpo.steps=3",
+                     "checkpoint.every_n_steps=2", "stages.grpo.algo.dynamic_sampling=false",
+                     timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    state = json.loads((step_checkpoint(run_dir, 2) / "training_state" / "trainer_state.json")
+                       .read_text())
+    prompts_per_step = 4  # configs/grpo_async_tiny.yaml rollout.prompts_per_step
+    assert state["extra_state"]["sampler"]["drawn"] == 2 * prompts_per_step, state
