@@ -5,6 +5,8 @@
 * A rollout worker killed mid-run (its process SIGKILLed after the first step, while the run
   goes on in this process on a Ray session of this process) is restarted by the pool
   (``actors.launch``) and the run completes every step.
+* Checkpoint bookkeeping a resume relies on: ``keep_last`` pruning, and the sampler position
+  saved by an async run (which draws the next step's prompts before the save).
 """
 
 from __future__ import annotations
