@@ -118,6 +118,23 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return None if best is None else best[1]
 
 
+def prune_checkpoints(run_dir: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Delete all but the ``keep`` highest-step complete checkpoints under
+    ``<run_dir>/checkpoints``; returns what was removed. Incomplete ones are left alone (a save
+    may be in flight); ``keep`` < 1 is refused."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    steps = sorted((int(m.group(1)), child) for child in root.iterdir()
+                   if (m := _STEP_DIR.match(child.name)) and child.is_dir() and is_complete(child))
+    removed = [path for _, path in steps[:-keep]]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 def read_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load ``training_state/trainer_state.json``; a clear error when the checkpoint is not
     complete."""

@@ -35,7 +35,6 @@ from rlsys.controller.experience import (
 from rlsys.controller.learners import Learners, split_rows
 from rlsys.controller.metrics import MetricsLogger, plot_curves
 from rlsys.controller.phases import PhaseTimer
-from rlsys.controller.supervised import _prune
 
 
 class Batch:
@@ -107,20 +106,32 @@ class RLStage:
             return 0
         extra = self.policy.load_checkpoint(str(latest))
         if self.critic is not None:
-            self.critic.load_checkpoint(str(self.dir / "critic" / latest.name))
+            self.critic.load_checkpoint(self._critic_path(latest))
         self.sampler.load_state_dict(extra["sampler"])
         self.rollout.sync_weights(self.policy.state_dict_for_sync())
         print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
         return int(extra["step"])
 
     def save(self, path: str) -> None:
-        """Checkpoint policy (+ critic) with the step and the sampler position."""
-        extra = {"step": self.step, "sampler": self.sampler.state_dict()}
-        if self.critic is not None:  # the critic first: the policy dir marks completeness
-            from pathlib import Path
+        """Checkpoint policy (+ critic) with the step and the sampler position.
 
-            self.critic.save_checkpoint(str(self.dir / "critic" / Path(path).name), extra)
+        In async mode the prompts of the next step were already drawn (prefetched): the
+        position saved is the one before that draw, so a resume re-draws them."""
+        sampler = self.sampler_before_prefetch or self.sampler.state_dict()
+        extra = {"step": self.step, "sampler": sampler}
+        if self.critic is not None:  # the critic first: the policy dir marks completeness
+            self.critic.save_checkpoint(self._critic_path(path), extra)
         self.policy.save_checkpoint(path, extra)
+
+    def _critic_path(self, policy_path: Any) -> str:
+        """The critic's checkpoint beside a policy checkpoint: ``ckpt/...`` -> ``critic/...``."""
+        from pathlib import Path
+
+        path = Path(policy_path)
+        try:
+            return str(self.dir / "critic" / path.relative_to(self.dir / "ckpt"))
+        except ValueError:
+            return str(self.dir / "critic" / path.name)
 
     # ------------------------------------------------------------------ the phases
     def draw_prompts(self, count: int) -> list[dict]:
@@ -274,9 +285,10 @@ def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
     while run.step < stage.steps:
         timer, t0 = PhaseTimer(), time.monotonic()
         batch = run.collect(run.step + 1, timer, prefetch)
-        prefetch = None
+        prefetch, run.sampler_before_prefetch = None, None
         if run.algo.async_rollout and run.step + 1 < stage.steps:
             # generation of step t+1 runs on the current (soon stale) weights while we train
+            run.sampler_before_prefetch = run.sampler.state_dict()
             prefetch = run.start_generation(run.draw_prompts(run.rc.prompts_per_step),
                                             ctx.recipe.seed * 100_003 + (run.step + 2) * 1_009)
         run.step += 1
@@ -294,8 +306,9 @@ def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
                         "tokens_per_s": generated / max(timer.seconds.get("generate", 0), 1e-9)})
         run.logger.log(run.step, metrics, show=("reward/mean", "accuracy", "time/step_s"))
         if every and run.step % every == 0 and run.step < stage.steps:
-            from learner.checkpoint import checkpoint_dir
+            from learner.checkpoint import checkpoint_dir, prune_checkpoints
 
             run.save(str(checkpoint_dir(run.dir / "ckpt", run.step)))
-            _prune(run.dir / "ckpt", ctx.recipe.checkpoint.keep_last)
+            prune_checkpoints(run.dir / "ckpt", ctx.recipe.checkpoint.keep_last)
+            prune_checkpoints(run.dir / "critic", ctx.recipe.checkpoint.keep_last)
     return run.close()

@@ -118,12 +118,12 @@ class _StageRun:
 
     def save(self, step: int) -> str:
         """Checkpoint at ``step`` with the sampler position."""
-        from learner.checkpoint import checkpoint_dir
+        from learner.checkpoint import checkpoint_dir, prune_checkpoints
 
         path = str(checkpoint_dir(self.dir / "ckpt", step))
         self.learners.save_checkpoint(path, {"step": step,
                                              "sampler": self.sampler.state_dict()})
-        _prune(self.dir / "ckpt", self.ctx.recipe.checkpoint.keep_last)
+        prune_checkpoints(self.dir / "ckpt", self.ctx.recipe.checkpoint.keep_last)
         return path
 
     def finish(self, keys: list[str]) -> dict[str, Any]:
@@ -137,14 +137,6 @@ class _StageRun:
             plot_curves(self.ctx.run_dir, self.stage.name, keys,
                         self.ctx.run_dir / f"{self.stage.name}_curves.png")
         return {"checkpoint": final}
-
-
-def _prune(ckpt_root: Path, keep: int) -> None:
-    import shutil
-
-    done = sorted(p for p in Path(ckpt_root).glob("step_*") if p.is_dir())
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_sft_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
