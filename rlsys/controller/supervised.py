@@ -9,7 +9,6 @@ The data side (encoding, masking, packing, mixing) lives in ``rlsys.data``; the 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from rlsys.controller.learners import Learners
