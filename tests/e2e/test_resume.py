@@ -114,9 +114,10 @@ def test_killed_driver_resumes_from_last_checkpoint(tmp_path):
     assert state["stages"]["grpo"]["done"] is True
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_session():
-    """A Ray session in this process (reused if one is already running)."""
+    """A Ray session in this process (reused if one is already running; else shut down after
+    the test, so the later subprocess tests do not share the cores with an idle cluster)."""
     import ray
 
     started = not ray.is_initialized()
