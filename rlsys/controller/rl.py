@@ -236,6 +236,19 @@ class RLStage:
                     count += 1
         return {k: v / count for k, v in totals.items()}
 
+    def log_samples(self, batch: Batch, count: int = 4) -> None:
+        """Append the first ``count`` samples of the step (prompt, response, reward, answer) to
+        ``stages/NAME/samples.jsonl`` so a run can be inspected, not just its averages."""
+        import json
+
+        with (self.dir / "samples.jsonl").open("a") as f:
+            for c, score in list(zip(batch.completions, batch.scores, strict=True))[:count]:
+                record = batch.records[c.prompt_index]
+                f.write(json.dumps({"step": self.step, "prompt": record["prompt"],
+                                    "response": c.text, "answer": record.get("answer"),
+                                    "reward": score.value, "error": score.error,
+                                    "finish_reason": c.finish_reason}) + "\n")
+
     def sync(self, timer: PhaseTimer) -> None:
         """Push the updated policy weights to the rollout workers."""
         with timer("sync"):
@@ -295,6 +308,7 @@ def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
         if not batch.completions:
             run.logger.note(f"[{stage.name}] step {run.step}: no informative group; skipped")
             continue
+        run.log_samples(batch)
         exp = run.prepare(batch, timer)
         metrics = {**batch_metrics(batch, exp), **run.update(exp, timer)}
         metrics["staleness"] = float(run.version - batch.version)
