@@ -58,8 +58,12 @@ class Batch:
         return out
 
     def extend(self, other: Batch) -> None:
-        """Append another batch's samples (its groups renumbered after ours)."""
+        """Append another batch's samples: its prompts go after ours (``prompt_index`` and
+        group ids renumbered), so every completion still points at its own record."""
         offset = max(self.group_ids, default=-1) + 1
+        for c in other.completions:
+            c.prompt_index += len(self.records)
+        self.records = self.records + other.records
         self.completions += other.completions
         self.scores += other.scores
         self.group_ids += [g + offset for g in other.group_ids]

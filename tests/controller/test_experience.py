@@ -103,3 +103,19 @@ def test_phase_timer_other_is_the_rest():
     m = timer.metrics(step_s=10.0)
     assert m["time/train"] == 0.0 and 9.9 < m["time/other"] <= 10.0
     assert m["time/other_frac"] == pytest.approx(m["time/other"] / 10.0)
+
+
+def test_refill_batches_keep_completions_pointing_at_their_records():
+    from rewards.base import Score
+    from rlsys.controller.rl import Batch
+
+    def batch(prompts, rewards):
+        comps = [Completion(i // 2, [1], [2], f"r{i}", [-0.1], "stop")
+                 for i in range(2 * len(prompts))]
+        return Batch(comps, [Score(r) for r in rewards], [{"prompt": p} for p in prompts], 0)
+
+    first = batch(["a", "b"], [1, 0, 1, 1]).keep(torch.tensor([True, True, False, False]))
+    first.extend(batch(["c"], [0, 1]))
+    assert [first.records[c.prompt_index]["prompt"] for c in first.completions] == \
+        ["a", "a", "c", "c"]
+    assert first.group_ids == [0, 0, 1, 1]
