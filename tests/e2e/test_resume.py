@@ -3,7 +3,7 @@
 * Killing the whole driver (SIGKILL to its process group, local Ray included) after the step-2
   checkpoint and re-running the same command resumes at step 2 and finishes the stage.
 * A rollout worker killed mid-run (its process SIGKILLed after the first step, while the run
-  goes on in this process on a Ray session of this process) is restarted by the pool
+  goes on in this process on the suite's Ray session, ``ray_cluster``) is restarted by the pool
   (``actors.launch``) and the run completes every step.
 * Checkpoint bookkeeping a resume relies on: ``keep_last`` pruning, and the sampler position
   saved by an async run (which draws the next step's prompts before the save).
@@ -114,20 +114,6 @@ def test_killed_driver_resumes_from_last_checkpoint(tmp_path):
     assert state["stages"]["grpo"]["done"] is True
 
 
-@pytest.fixture
-def ray_session():
-    """A Ray session in this process (reused if one is already running; else shut down after
-    the test, so the later subprocess tests do not share the cores with an idle cluster)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def rollout_worker_pids() -> list[int]:
     """Pids of the ``RolloutWorker`` actors of the Ray session this process started.
 
@@ -140,12 +126,14 @@ def rollout_worker_pids() -> list[int]:
 
 
 class RolloutKiller(threading.Thread):
-    """Waits for the first metrics row, SIGKILLs the live rollout worker's process, then
-    watches for the replacement worker the pool starts."""
+    """Waits for the first metrics row, SIGKILLs the run's rollout worker process, then
+    watches for the replacement worker the pool starts. Workers alive before the run (other
+    tests' pools on the shared session) are left alone."""
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__(daemon=True)
         self.run_dir = run_dir
+        self.preexisting = set(rollout_worker_pids())
         self.killed: list[int] = []
         self.replacements: list[int] = []
         self.error: BaseException | None = None
@@ -158,17 +146,18 @@ class RolloutKiller(threading.Thread):
                 time.sleep(0.2)
             if self.stop.is_set():
                 return
-            for pid in rollout_worker_pids():
+            for pid in set(rollout_worker_pids()) - self.preexisting:
                 os.kill(pid, signal.SIGKILL)
                 self.killed.append(pid)
             while not self.stop.is_set() and not self.replacements:
-                self.replacements = [p for p in rollout_worker_pids() if p not in self.killed]
+                self.replacements = [p for p in rollout_worker_pids()
+                                     if p not in self.killed and p not in self.preexisting]
                 time.sleep(0.2)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
 
-def test_killed_rollout_worker_does_not_end_the_run(ray_session, tmp_path):
+def test_killed_rollout_worker_does_not_end_the_run(ray_cluster, tmp_path):
     from rlsys.config import load_recipe
     from rlsys.controller.runner import run_recipe
 

@@ -59,14 +59,6 @@ def recipe_run(tmp_path_factory) -> RecipeRuns:
     return RecipeRuns(tmp_path_factory.mktemp("rl_recipes"))
 
 
-@pytest.fixture(scope="module")
-def start_model() -> str:
-    """The starting tiny model's directory (the recipes' ``model.path: tiny-llama``)."""
-    from rlsys.modeling import resolve_model
-
-    return resolve_model("tiny-llama")
-
-
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_exits_zero_and_logs_every_step(recipe_run, name):
     proc, run_dir = recipe_run(name)
@@ -79,12 +71,12 @@ def test_recipe_exits_zero_and_logs_every_step(recipe_run, name):
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_final_checkpoint_loads_and_differs_from_start(recipe_run, start_model, name):
+def test_final_checkpoint_loads_and_differs_from_start(recipe_run, tiny_model_dir, name):
     proc, run_dir = recipe_run(name)
     assert proc.returncode == 0, proc.stdout[-4000:]
     final = run_dir / "stages" / RECIPES[name][1] / "final"
     assert (final / "config.json").is_file(), sorted(p.name for p in final.parent.iterdir())
-    assert max_weight_change(start_model, final) > 1e-6
+    assert max_weight_change(tiny_model_dir, final) > 1e-6
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
