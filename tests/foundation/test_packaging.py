@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["rlsys", "actors", "learner", "rewards"]
+# Scripts that run only inside the code sandbox, where the bootstrap puts ``_codec`` on the
+# path as a top-level module; they are not importable from the host on purpose.
+SANDBOX_SCRIPTS = {"rewards.code._agent", "rewards.code._judge"}
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -42,7 +45,7 @@ def _all_modules():
         mod = importlib.import_module(pkg)
         yield pkg
         for info in pkgutil.walk_packages(mod.__path__, prefix=f"{pkg}."):
-            if not info.name.endswith("__main__"):
+            if not info.name.endswith("__main__") and info.name not in SANDBOX_SCRIPTS:
                 yield info.name
 
 
@@ -58,9 +61,10 @@ def test_ruff_passes():
 
 
 def test_every_module_has_a_docstring():
-    missing = []
-    for name in _all_modules():
-        mod = importlib.import_module(name)
-        if not (mod.__doc__ or "").strip():
-            missing.append(name)
+    import ast
+
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    missing = [str(p.relative_to(ROOT)) for p in files
+               if not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()]
+    assert len(files) > 50
     assert not missing, f"modules without a docstring: {missing}"
