@@ -114,7 +114,21 @@ class ScheduleConfig(Strict):
         "cosine", description="LR schedule (learner.schedules.SCHEDULES).")
     warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor as a fraction of peak LR.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Schedule-specific args.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Schedule-specific args: "
+                                   "rewarm start_lr_ratio (default min_lr_ratio), wsd "
+                                   "decay_steps (default 10% of the stage) and decay.")
+
+    @model_validator(mode="after")
+    def _schedule_args(self) -> ScheduleConfig:
+        if self.name == "rewarm" and self.warmup_steps < 1:
+            raise ValueError("the rewarm schedule needs warmup_steps >= 1")
+        allowed = {"constant": set(), "cosine": {"start_lr_ratio"},
+                   "rewarm": {"start_lr_ratio"}, "wsd": {"decay_steps", "decay"}}[self.name]
+        unknown = sorted(set(self.kwargs) - allowed)
+        if unknown:
+            raise ValueError(f"schedule {self.name!r} takes no {unknown}; allowed kwargs: "
+                             f"{sorted(allowed) or 'none'}")
+        return self
 
 
 class LearnerConfig(Strict):

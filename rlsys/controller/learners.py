@@ -53,6 +53,10 @@ def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float 
     schedule_kwargs = {"warmup_steps": sched.warmup_steps, **sched.kwargs}
     if sched.name != "constant":
         schedule_kwargs.setdefault("min_lr_ratio", sched.min_lr_ratio)
+    if sched.name == "rewarm":  # climb again from where the previous stage's decay ended
+        schedule_kwargs.setdefault("start_lr_ratio", sched.min_lr_ratio)
+    if sched.name == "wsd":
+        schedule_kwargs.setdefault("decay_steps", max(1, total_steps // 10))
     return dict(model_path=model_path, zero_stage=lc.zero_stage, dtype=recipe.model.dtype,
                 lr=lr or lc.lr, weight_decay=lc.weight_decay, betas=tuple(lc.betas), eps=lc.eps,
                 grad_clip=lc.grad_clip, schedule=sched.name, schedule_kwargs=schedule_kwargs,

@@ -42,3 +42,25 @@ def test_local_cpus_cover_policy_reference_critic_and_rollout():
 def test_run_dir_template():
     assert resolve_run_dir(_recipe(), None).name == "t"
     assert str(resolve_run_dir(_recipe(), "/tmp/x")) == "/tmp/x"
+
+
+def test_every_schedule_gets_the_arguments_it_needs():
+    from learner.schedules import build_lr_lambda
+    from rlsys.controller.learners import learner_kwargs
+
+    for name in ("constant", "cosine", "rewarm", "wsd"):
+        recipe = _recipe(schedule={"name": name, "warmup_steps": 1})
+        kw = learner_kwargs(recipe, "tiny-llama", total_steps=10)
+        lam = build_lr_lambda(kw["schedule"], total_steps=10, **kw["schedule_kwargs"])
+        assert 0.0 <= lam(5) <= 1.0, name
+
+
+def test_schedule_kwargs_are_checked_at_load():
+    import pytest
+
+    from rlsys.config import RecipeError
+
+    with pytest.raises(RecipeError, match="takes no"):
+        _recipe(schedule={"name": "cosine", "kwargs": {"decay_steps": 3}})
+    with pytest.raises(RecipeError, match="warmup_steps >= 1"):
+        _recipe(schedule={"name": "rewarm"})
