@@ -23,6 +23,7 @@ SUITE = [
     ("packing", "bench_packing.py", "packing_results.md", "SFT packing vs padding vs TRL"),
     ("weight_sync", "bench_weight_sync.py", "weight_sync_results.md", "CPU weight sync GB/s"),
     ("grpo", "bench_grpo.py", "grpo_results.md", "GRPO step vs TRL GRPOTrainer"),
+    ("quickstart", "(make demo)", "quickstart_results.md", "held-out accuracy of the demo"),
 ]
 
 HEADER = """# Benchmarks
