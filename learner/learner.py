@@ -48,6 +48,7 @@ from learner.losses import (
     micro_batch_tokens,
     policy_loss_fn,
     sft_loss_fn,
+    trim_to_targets,
     value_loss_fn,
 )
 from learner.schedules import build_lr_lambda
@@ -152,8 +153,12 @@ class Learner:
         False (used for old and reference log-probs)."""
         self._engine.eval()
         batch = batch.to(self.device)
-        logprobs = token_logprobs(packed_forward(self._model_view, batch), batch.input_ids)
-        return torch.where(batch.mask, logprobs, 0).float().cpu()
+        trimmed, keep = trim_to_targets(batch)
+        logits = packed_forward(self._model_view, batch, logits_to_keep=keep)
+        logprobs = token_logprobs(logits, trimmed.input_ids)
+        logprobs = torch.where(trimmed.mask, logprobs, 0).float()
+        width = batch.input_ids.shape[1]
+        return torch.nn.functional.pad(logprobs, (width - logprobs.shape[1], 0)).cpu()
 
     @torch.no_grad()
     def forward_sequence_logps(self, batch: TokenBatch) -> torch.Tensor:
@@ -262,7 +267,11 @@ class Learner:
         for index, micro_batch in enumerate(micro_batches):
             engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
             micro_batch = micro_batch_to(micro_batch, self.device)
-            logits = packed_forward(self._model_view, micro_batch_tokens(micro_batch))
+            tokens = micro_batch_tokens(micro_batch)
+            keep = 0
+            if not self.value_head:  # the LM head runs only where a loss reads its output
+                micro_batch, keep = trim_to_targets(micro_batch)
+            logits = packed_forward(self._model_view, tokens, logits_to_keep=keep)
             loss, metrics = loss_fn(micro_batch, logits)
             engine.backward(loss * self.world_size, scale_wrt_gas=False)
             for name, value in {"loss": loss.detach(), **metrics}.items():

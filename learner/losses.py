@@ -255,3 +255,45 @@ def micro_batch_to(micro_batch: Any, device: Any) -> Any:
     if isinstance(micro_batch, Experience):
         return experience_to(micro_batch, device)
     return tuple(x.to(device) for x in micro_batch)
+
+
+def _slice_columns(batch: TokenBatch, start: int) -> TokenBatch:
+    return TokenBatch(**{f.name: getattr(batch, f.name)[:, start:]
+                         for f in dataclasses.fields(TokenBatch)})
+
+
+def trim_to_targets(micro_batch: Any) -> tuple[Any, int]:
+    """Drop the leading columns no loss reads: ``(trimmed, logits_to_keep)``.
+
+    With ``s`` the first column where any row's ``mask`` is True, the losses only need logits at
+    positions ``s - 1 .. T - 1`` (logits at ``t - 1`` predict token ``t``). The trimmed copy
+    holds columns ``s - 1 ..`` of every per-token tensor (its column 0 has ``mask`` False, so
+    ``token_logprobs``' zero there never counts) and ``logits_to_keep = T - s + 1`` is what
+    ``packed_forward`` should return. In a right-padded RL batch ``s`` is the shortest prompt, so
+    the LM head and the log-softmax skip most prompt tokens. DPO pairs (tuples) and batches
+    without targets come back unchanged with ``logits_to_keep = 0`` (keep all).
+    """
+    if isinstance(micro_batch, TokenBatch):
+        tokens = micro_batch
+    elif isinstance(micro_batch, Experience):
+        tokens = micro_batch.tokens
+    else:
+        return micro_batch, 0
+    columns = tokens.mask.any(dim=0).nonzero()
+    width = tokens.mask.shape[1]
+    if columns.numel() == 0 or int(columns[0]) <= 1:
+        return micro_batch, 0
+    start = int(columns[0]) - 1
+    if isinstance(micro_batch, TokenBatch):
+        return _slice_columns(micro_batch, start), width - start
+    per_token = {
+        f.name: value[:, start:]
+        for f in dataclasses.fields(Experience)
+        if isinstance(value := getattr(micro_batch, f.name), torch.Tensor)
+        and value.dim() == 2 and value.shape[1] == width
+    }
+    trimmed = dataclasses.replace(
+        micro_batch, tokens=_slice_columns(tokens, start), **per_token
+    )
+    return trimmed, width - start
+

@@ -80,14 +80,26 @@ def _flash_forward(model: Any, batch: TokenBatch) -> torch.Tensor:  # (B, T, V)
     return out
 
 
-def packed_forward(model: Any, batch: TokenBatch) -> torch.Tensor:  # (B, T, V)
-    """Logits of ``model`` on ``batch`` with attention confined to each document."""
+def packed_forward(
+    model: Any, batch: TokenBatch, *, logits_to_keep: int = 0
+) -> torch.Tensor:  # (B, K, V), K = logits_to_keep or T
+    """Logits of ``model`` on ``batch`` with attention confined to each document.
+
+    ``logits_to_keep=K > 0`` returns only the last ``K`` positions' logits (the whole sequence
+    still runs through the transformer; only the LM head is skipped elsewhere). The learner uses
+    it to skip prompt positions, whose logits no loss reads. ``0`` keeps every position.
+    """
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be >= 0, got {logits_to_keep}")
     if _uses_flash(model):
-        return _flash_forward(model, batch)
+        logits = _flash_forward(model, batch)
+        return logits[:, -logits_to_keep:] if logits_to_keep else logits
     attention_mask = block_causal_mask(batch.seq_ids, dtype=model.dtype)
+    kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
     return model(
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
         attention_mask=attention_mask,
         use_cache=False,
+        **kwargs,
     ).logits
