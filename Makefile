@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	OMP_WAIT_POLICY=ACTIVE $(VENV)/bin/rlsys train configs/quickstart.yaml
+	$(VENV)/bin/rlsys train configs/quickstart.yaml
 
 # The default suite, then the heavier runs (multi-rank training, full recipes, vLLM) that sit
 # behind the `slow` marker. CI (.ci/run) runs both through this target.

@@ -3,8 +3,8 @@
 * ``LearnerGroup`` wraps ``Learner`` with ``ray.remote`` (the only place that happens), one actor
   per rank. The driver picks ``MASTER_ADDR`` (its node IP) and a free ``MASTER_PORT``; rank 0 is
   pinned to the driver's node so that address is really its own (that node needs room for
-  it). On CPU each actor gets ``OMP_NUM_THREADS=1``. Checkpoint directories must be on a file
-  system every rank sees.
+  it). On CPU each actor runs ``floor(num_cpus_per_actor)`` torch threads (at least 1).
+  Checkpoint directories must be on a file system every rank sees.
 * ``InProcessLearnerGroup``: the same interface for ``world_size == 1`` without Ray (tests,
   debugging under a debugger).
 
@@ -118,6 +118,11 @@ class InProcessLearnerGroup(_GroupMixin):
         self.learner = None  # type: ignore[assignment]
 
 
+def cpu_threads(num_cpus: float) -> int:
+    """Torch threads for an actor holding ``num_cpus`` Ray CPUs: ``floor``, at least 1."""
+    return max(1, int(num_cpus))
+
+
 class LearnerGroup(_GroupMixin):
     """``world_size`` Ray actors running ``Learner``, one per rank."""
 
@@ -140,8 +145,10 @@ class LearnerGroup(_GroupMixin):
         master_addr = ray.util.get_node_ip_address()
         master_port = free_port()
         env_vars = {"LOCAL_RANK": "0"}  # Ray gives each GPU actor its own visible device 0
-        if not num_gpus_per_actor:
-            env_vars["OMP_NUM_THREADS"] = "1"
+        if not num_gpus_per_actor:  # CPU: one torch thread per reserved CPU
+            threads = cpu_threads(num_cpus_per_actor)
+            env_vars["OMP_NUM_THREADS"] = str(threads)
+            learner_kwargs.setdefault("num_threads", threads)
         remote_learner = ray.remote(Learner)
         driver_node = ray.get_runtime_context().get_node_id()
         self.actors = []

@@ -144,6 +144,7 @@ class Learner:
             "value_head": self.value_head,
             "dtype": self.dtype,
             "model_dir": self.model_dir,
+            "num_threads": torch.get_num_threads(),
         }
 
     # ----------------------------------------------------------------- forward (no grad)

@@ -64,3 +64,20 @@ def test_schedule_kwargs_are_checked_at_load():
         _recipe(schedule={"name": "cosine", "kwargs": {"decay_steps": 3}})
     with pytest.raises(RecipeError, match="warmup_steps >= 1"):
         _recipe(schedule={"name": "rewarm"})
+
+
+def test_rollout_threads_follow_the_cpu_reservation(tmp_path):
+    from rlsys.controller.context import RunContext
+
+    def engine_kwargs(**rollout):
+        recipe = recipe_from_dict({
+            "name": "t", "rollout": rollout,
+            "data": {"sources": [{"name": "a", "generator": "arithmetic", "kind": "prompt"}]},
+            "stages": [{"name": "p", "kind": "grpo"}]})
+        return RunContext(recipe, tmp_path, start_ray=False)._engine_kwargs()
+
+    assert engine_kwargs(num_cpus_per_worker=2)["num_threads"] == 2
+    assert engine_kwargs(num_cpus_per_worker=0.5)["num_threads"] == 1
+    assert engine_kwargs(engine_kwargs={"num_threads": 3})["num_threads"] == 3
+    assert "num_threads" not in engine_kwargs(engine="vllm", num_cpus_per_worker=2)
+    assert "num_threads" not in engine_kwargs(num_gpus_per_worker=1)

@@ -47,6 +47,7 @@ def _check_two_ranks_match_one(zero_stage: int, model_dir: str, tmp_path) -> Non
         group.train("train_sft", micro_batches, **step_kwargs)  # move away from the checkpoint
         assert group.load_checkpoint(str(path)) == {"cursor": 8}
         assert [info["step"] for info in group.call("info")] == [1, 1]
+        assert [info["num_threads"] for info in group.call("info")] == [1, 1]
         reloaded = group.state_dict_for_sync()
         hf_state = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
         for name, value in params.items():
@@ -62,3 +63,11 @@ def test_zero2_two_ranks_equal_one_rank(ray_cluster, tiny_model_dir, tmp_path):
 
 def test_zero3_two_ranks_equal_one_rank(ray_cluster, tiny_model_dir, tmp_path):
     _check_two_ranks_match_one(3, tiny_model_dir, tmp_path)
+
+
+def test_a_rank_holding_two_cpus_runs_two_threads(ray_cluster, tiny_model_dir):
+    group = LearnerGroup(1, num_cpus_per_actor=2, timeout_s=300, model_path=tiny_model_dir)
+    try:
+        assert group.call("info")[0]["num_threads"] == 2
+    finally:
+        group.shutdown()
