@@ -5,16 +5,17 @@ Same model directory (``rlsys.modeling.resolve_model``), same prompts in the sam
 quickstart system prompt, group size, response length, temperature 0.8, lr 1e-5 (constant,
 AdamW betas 0.9/0.95, grad clip 1), PPO clip 0.2/0.28 with token-mean loss, no KL (``kl_coef:
 0`` / ``beta=0``), one optimizer step per generation batch, and the same answer check (the
-``math`` reward; TRL's reward function calls the same ``rewards.math`` grader). One torch
-thread everywhere: rlsys's rollout actor and learner actor each use 1 thread (they run one
-after the other within a step, never at the same time), TRL's single process uses 1 thread.
+``math`` reward; TRL's reward function calls the same ``rewards.math`` grader). The same torch
+thread count on both sides (``--threads``, default: all cores): rlsys's rollout actor and
+learner actor each reserve and use that many (they run one after the other within a step,
+never at the same time), TRL's single process uses that many.
 
 rlsys runs in this process through ``run_recipe`` (it starts Ray); per-step times come from
 ``RUN_DIR/metrics.jsonl`` (``time/step_s`` and the phases). TRL runs in its own venv
 (``bench/.venv-trl``, trl 1.16) via ``bench/grpo_trl_worker.py``, never at the same time.
 
     .venv/bin/python bench/bench_grpo.py [--model smollm2-135m-instruct] [--steps 4]
-        [--prompts 4] [--group 4] [--max-new-tokens 32] [--skip-trl]
+        [--prompts 4] [--group 4] [--max-new-tokens 32] [--threads N] [--skip-trl]
 
 Writes ``bench/grpo_results.md``. Not a test: nothing here asserts a speed.
 """
@@ -37,7 +38,6 @@ TRL_PYTHON = os.path.join(HERE, ".venv-trl", "bin", "python")
 PHASES = ("generate", "reward", "logprobs", "train", "sync", "other")
 SOURCE = "arith_rl"
 SEED = 0
-THREADS = 1
 LR, TEMPERATURE, CLIP_LOW, CLIP_HIGH = 1e-5, 0.8, 0.2, 0.28
 
 
@@ -62,9 +62,11 @@ def build_recipe(args: argparse.Namespace, system_prompt: str):
         "rollout": {"engine": "hf", "num_workers": 1, "n": args.group,
                     "prompts_per_step": args.prompts, "temperature": TEMPERATURE,
                     "max_new_tokens": args.max_new_tokens,
-                    "engine_kwargs": {"num_threads": THREADS, "max_batch_size": rows}},
+                    "num_cpus_per_worker": args.threads,
+                    "engine_kwargs": {"num_threads": args.threads, "max_batch_size": rows}},
         "reward": {"type": "math"},
-        "learner": {"num_ranks": 1, "zero_stage": 0, "lr": LR, "weight_decay": 0.0,
+        "learner": {"num_ranks": 1, "num_cpus_per_rank": args.threads, "zero_stage": 0,
+                    "lr": LR, "weight_decay": 0.0,
                     "betas": [0.9, 0.95], "grad_clip": 1.0, "micro_batch_size": rows,
                     "schedule": {"name": "constant"}},
         "checkpoint": {"every_n_steps": 0, "resume": False},
@@ -106,7 +108,8 @@ def run_trl(spec: dict, workdir: str) -> dict:
     spec_path = os.path.join(workdir, "trl_spec.json")
     with open(spec_path, "w") as handle:
         json.dump(spec, handle)
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]),
+           "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
     proc = subprocess.run([TRL_PYTHON, os.path.join(HERE, "grpo_trl_worker.py"), spec_path],
                           capture_output=True, text=True, env=env, cwd=workdir)
@@ -229,9 +232,8 @@ def reading(args, rlsys: dict, trl: dict | None) -> list[str]:
     if args.steps < 4:
         notes.append(f"Run with {args.steps} steps instead of the default 4 to fit the time "
                      f"budget on the loaded machine.")
-    notes.append("The machine is shared (2 cores, other engineers' jobs): the load averages "
-                 "above show the contention; each setup ran once, so step times carry that "
-                 "noise, and the two setups did not see identical load.")
+    notes.append(f"{os.cpu_count()} cores; the load averages above show whether anything else "
+                 "ran. Each setup ran once, so step times carry that noise.")
     return notes
 
 
@@ -241,7 +243,7 @@ def write_report(args, command: str, model_dir: str, rlsys: dict, trl: dict | No
     settings = (f"model `{args.model}` ({model_dir}), {args.steps} steps x {args.prompts} prompts "
                 f"x group {args.group} = {args.prompts * args.group} samples/step, "
                 f"max {args.max_new_tokens} new tokens, T={TEMPERATURE}, lr {LR}, clip "
-                f"{CLIP_LOW}/{CLIP_HIGH}, no KL, fp32, {THREADS} torch thread per process, "
+                f"{CLIP_LOW}/{CLIP_HIGH}, no KL, fp32, {args.threads} torch thread(s) per process, "
                 f"{os.cpu_count()} cores")
     text = ["# GRPO step time: rlsys vs TRL GRPOTrainer (bench/bench_grpo.py)", "",
             f"Command: `.venv/bin/python {command}` ({time.strftime('%Y-%m-%d %H:%M')})", "",
@@ -263,6 +265,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads per process on both sides (default: all cores)")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--out", default=os.path.join(HERE, "grpo_results.md"))
     args = parser.parse_args()
@@ -276,7 +280,7 @@ def main() -> None:
 
     from rlsys.modeling import resolve_model
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     command = "bench/bench_grpo.py " + shlex.join(sys.argv[1:])
     system_prompt = quickstart_system_prompt()
     recipe = build_recipe(args, system_prompt)
@@ -294,7 +298,7 @@ def main() -> None:
                     "steps": args.steps, "prompts": args.prompts, "group": args.group,
                     "max_new_tokens": args.max_new_tokens, "temperature": TEMPERATURE,
                     "lr": LR, "clip_low": CLIP_LOW, "clip_high": CLIP_HIGH,
-                    "threads": THREADS}
+                    "threads": args.threads}
             trl = summarize_trl(run_trl(spec, workdir))
             print("TRL " + json.dumps(trl), flush=True)
             loads["after TRL"] = load_avg()
