@@ -13,6 +13,8 @@ Layout written by ``Learner.save_checkpoint``::
     <dir>/training_state/rng_rank<r>.pt                     # python/numpy/torch RNG per rank
     <dir>/training_state/trainer_state.json                 # step, world size, extra_state
 
+A weights-only save (``training_state=False``, a stage's final model) has no ``deepspeed/`` or
+RNG files and ``"training_state": false`` in ``trainer_state.json``; it cannot be resumed from.
 ``trainer_state.json`` is written last, so its presence marks a complete checkpoint. Multi-node
 runs need ``<dir>`` on a shared file system. This module knows nothing about DeepSpeed.
 """

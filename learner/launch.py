@@ -73,9 +73,12 @@ class _GroupMixin:
         """Full weights gathered on rank 0 (every rank takes part)."""
         return self.call("state_dict_for_sync", dtype)[0]
 
-    def save_checkpoint(self, path: str, *, extra_state: dict[str, Any] | None = None) -> None:
-        """Atomic checkpoint written by all ranks together."""
-        self.call("save_checkpoint", path, extra_state=extra_state)
+    def save_checkpoint(
+        self, path: str, *, extra_state: dict[str, Any] | None = None, training_state: bool = True
+    ) -> None:
+        """Atomic checkpoint written by all ranks together (``training_state=False``: weights
+        only, see ``Learner.save_checkpoint``)."""
+        self.call("save_checkpoint", path, extra_state=extra_state, training_state=training_state)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
         """Restore every rank; returns the saved ``extra_state``."""

@@ -110,9 +110,11 @@ class Learners:
         """Full weights gathered on rank 0 (ZeRO-3 aware), HF names."""
         return self.group.state_dict_for_sync()
 
-    def save_checkpoint(self, path: str, extra_state: dict[str, Any]) -> str:
-        """Save an HF dir + training state (atomic) at ``path``."""
-        self.group.save_checkpoint(path, extra_state=extra_state)
+    def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
+                        training_state: bool = True) -> str:
+        """Save an HF dir + training state (atomic) at ``path``; ``training_state=False``
+        saves the weights only (a stage's final model)."""
+        self.group.save_checkpoint(path, extra_state=extra_state, training_state=training_state)
         return path
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class RLStage:
         print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
         return int(extra["step"])
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, *, training_state: bool = True) -> None:
         """Checkpoint policy (+ critic) with the step and the sampler position.
 
         In async mode the prompts of the next step were already drawn (prefetched): the
@@ -124,8 +124,9 @@ class RLStage:
         sampler = self.sampler_before_prefetch or self.sampler.state_dict()
         extra = {"step": self.step, "sampler": sampler}
         if self.critic is not None:  # the critic first: the policy dir marks completeness
-            self.critic.save_checkpoint(self._critic_path(path), extra)
-        self.policy.save_checkpoint(path, extra)
+            self.critic.save_checkpoint(self._critic_path(path), extra,
+                                        training_state=training_state)
+        self.policy.save_checkpoint(path, extra, training_state=training_state)
 
     def _critic_path(self, policy_path: Any) -> str:
         """The critic's checkpoint beside a policy checkpoint: ``ckpt/...`` -> ``critic/...``."""
@@ -262,7 +263,7 @@ class RLStage:
     def close(self) -> dict[str, Any]:
         """Save the final model, write curves, stop the learner groups."""
         final = str(self.dir / "final")
-        self.save(final)
+        self.save(final, training_state=False)  # the model; resumes use ckpt/step_N
         for group in (self.policy, self.reference, self.critic):
             if group is not None:
                 group.shutdown()

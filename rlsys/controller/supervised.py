@@ -129,7 +129,8 @@ class _StageRun:
         """Save the final model, plot curves, stop the learners."""
         final = str(self.dir / "final")
         self.learners.save_checkpoint(final, {"step": self.stage.steps,
-                                              "sampler": self.sampler.state_dict()})
+                                              "sampler": self.sampler.state_dict()},
+                                      training_state=False)
         self.learners.shutdown()
         self.logger.close()
         if self.ctx.recipe.logging.plot:

@@ -68,6 +68,29 @@ def test_checkpoint_is_a_plain_hf_directory(tiny_model_dir, tmp_path):
     assert read_trainer_state(path)["extra_state"] == {"sampler": {"index": 5}}
 
 
+def test_weights_only_save_loads_in_hf_but_refuses_resume(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    learner = _learner(tiny_model_dir)
+    batch = token_batch(random_rows(2, 8, seed=2))
+    learner.train_sft([batch], num_tokens=_num_tokens(batch))
+    full = learner.save_checkpoint(tmp_path / "full")
+    slim = learner.save_checkpoint(tmp_path / "final", extra_state={"step": 1},
+                                   training_state=False)
+    assert (full / "training_state" / "deepspeed").is_dir()
+    assert sorted(p.name for p in (slim / "training_state").iterdir()) == ["trainer_state.json"]
+    state = read_trainer_state(slim)
+    assert state["training_state"] is False and state["extra_state"] == {"step": 1}
+    size = sum(f.stat().st_size for f in slim.rglob("*") if f.is_file())
+    assert size < 0.5 * sum(f.stat().st_size for f in full.rglob("*") if f.is_file())
+    model = AutoModelForCausalLM.from_pretrained(slim, dtype=torch.float32)
+    for name, value in _params(learner).items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"final\b.*weights only.*ckpt/step_N"):
+        learner.load_checkpoint(slim)
+    assert learner.load_checkpoint(full) == {}
+
+
 def test_resume_continues_exactly(tiny_model_dir, tmp_path):
     """save after 2 steps, load into a fresh learner: step 3 equals the uninterrupted step 3
     (needs the Adam moments, the warmup LR position and the step counter)."""
