@@ -3,10 +3,13 @@
 Measures, on this machine (2 cores, shared with other work: the load average is printed):
 * startup cost of one isolated execution (a trivial stdin/stdout program = one bwrap sandbox
   with one interpreter), wall and CPU seconds, next to a bare ``python -S -I`` for reference;
-* throughput of ``SandboxPool(workers=os.cpu_count())`` on trivial executions and on full
-  assert runs (two sandboxes each: candidate + judge) of the HumanEval-like problems;
+* throughput of ``SandboxPool(workers=W)`` for each ``W`` of ``--workers`` (default: the
+  cores and 4x the cores; a sandbox spends most of its wall time waiting on the kernel, not on
+  a CPU) on trivial executions and on full assert runs (two sandboxes each: candidate + judge)
+  of the HumanEval-like problems;
 * canonical pass rate and broken fail rate on ``bench/humaneval_like.py`` (both must be 100 %).
-Writes ``bench/code_results.md``. Usage: ``.venv/bin/python bench/bench_code.py [--repeats N]``.
+Writes ``bench/code_results.md``.
+Usage: ``.venv/bin/python bench/bench_code.py [--repeats N] [--workers 2,8]``.
 """
 
 from __future__ import annotations
@@ -97,15 +100,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="passes over the problem set")
     parser.add_argument("--trivial", type=int, default=100, help="trivial runs for throughput")
+    cores = os.cpu_count() or 1
+    parser.add_argument("--workers", default=f"{cores},{4 * cores}",
+                        help="comma-separated pool sizes to measure")
     args = parser.parse_args()
-    workers = os.cpu_count() or 1
+    pool_sizes = [int(w) for w in args.workers.split(",")]
     load_before = os.getloadavg()[0]
     start = startup_cost(20)
-    trivial_rate, trivial_cpu, trivial = throughput([TRIVIAL] * args.trivial, workers)
-    assert all(r.passed for r in trivial)
     jobs = [{"program": p.canonical, "tests": tests_for(p)} for p in PROBLEMS]
     jobs += [{"program": p.broken, "tests": tests_for(p)} for p in PROBLEMS]
-    assert_rate, assert_cpu, results = throughput(jobs * args.repeats, workers)
+    pool_rows = []
+    for workers in pool_sizes:
+        trivial_rate, trivial_cpu, trivial = throughput([TRIVIAL] * args.trivial, workers)
+        assert all(r.passed for r in trivial)
+        assert_rate, assert_cpu, results = throughput(jobs * args.repeats, workers)
+        pool_rows += [
+            (f"pool ({workers} workers): trivial executions/s",
+             f"{trivial_rate:.1f} /s (CPU-bound capacity "
+             f"{cores / (trivial_cpu + start['inner_cpu']):.0f} /s)"),
+            (f"pool ({workers} workers): assert runs/s (2 sandboxes each)",
+             f"{assert_rate:.1f} /s = {2 * assert_rate:.1f} sandboxes/s (CPU-bound capacity "
+             f"{cores / (assert_cpu + 2 * start['inner_cpu']):.0f} runs/s)")]
     n = len(PROBLEMS)
     canonical = [r for i, r in enumerate(results) if i % (2 * n) < n]
     broken = [r for i, r in enumerate(results) if i % (2 * n) >= n]
@@ -119,12 +134,7 @@ def main() -> None:
         ("one sandboxed execution, trivial program (wall / CPU)",
          f"{start['sandbox_wall'] * 1e3:.1f} ms / {start['sandbox_cpu'] * 1e3:.1f} ms "
          f"(host side {start['host_cpu'] * 1e3:.1f} + interpreter {start['inner_cpu'] * 1e3:.1f})"),
-        (f"pool ({workers} workers): trivial executions/s",
-         f"{trivial_rate:.1f} /s (CPU-bound capacity "
-         f"{workers / (trivial_cpu + start['inner_cpu']):.0f} /s)"),
-        (f"pool ({workers} workers): assert runs/s (2 sandboxes each)",
-         f"{assert_rate:.1f} /s = {2 * assert_rate:.1f} sandboxes/s (CPU-bound capacity "
-         f"{workers / (assert_cpu + 2 * start['inner_cpu']):.0f} runs/s)"),
+        *pool_rows,
         (f"canonical pass rate ({len(canonical)} runs)", f"{pass_rate:.0%}"),
         (f"broken fail rate ({len(broken)} runs)", f"{fail_rate:.0%} (statuses {statuses})"),
         ("load average (1 min) before / after", f"{load_before:.1f} / {load_after:.1f}"),
@@ -133,10 +143,11 @@ def main() -> None:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     lines = ["# Code sandbox benchmark", "",
-             f"`bench/bench_code.py --repeats {args.repeats} --trivial {args.trivial}`, "
-             f"{len(PROBLEMS)} HumanEval-like problems, {workers} CPU cores shared with other "
-             "work (see the load average: wall-clock rates are lower bounds; the CPU-bound "
-             "capacity is cores / CPU seconds per execution).", "",
+             f"`bench/bench_code.py --repeats {args.repeats} --trivial {args.trivial} "
+             f"--workers {args.workers}`, {len(PROBLEMS)} HumanEval-like problems, {cores} CPU "
+             "cores (the load average shows whether other work shared them; the CPU-bound "
+             "capacity is cores / CPU seconds per execution). The verdict rates are from the "
+             "last pool size.", "",
              "| measure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     RESULTS.write_text("\n".join(lines) + "\n")
