@@ -113,8 +113,11 @@ class HFEngine:
     def _generate_chunk(self, chunk: list[list[int]], first_index: int, *, n: int,
                         temperature: float, top_p: float, max_new_tokens: int,
                         stop_ids: set[int]) -> list[Completion]:
-        input_ids, attention_mask = self._left_pad(chunk)
-        config = self._generation_config(n=n, temperature=temperature, top_p=top_p,
+        # transformers refuses num_return_sequences > 1 without sampling: greedy decoding
+        # repeats each prompt row n times instead (rows stay grouped by prompt either way).
+        copies = n if temperature <= 0 else 1
+        input_ids, attention_mask = self._left_pad([r for r in chunk for _ in range(copies)])
+        config = self._generation_config(n=n // copies, temperature=temperature, top_p=top_p,
                                          max_new_tokens=max_new_tokens, stop_ids=stop_ids)
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                   generation_config=config)

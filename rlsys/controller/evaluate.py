@@ -91,9 +91,9 @@ def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperatu
     all_samples: list[dict[str, Any]] = []
     for name in sources:
         records = ctx.records(name)[:num_prompts] if num_prompts else ctx.records(name)
-        completions = rollout.generate([r["prompt"] for r in records], n=k,
-                                       temperature=temperature, top_p=1.0,
-                                       max_new_tokens=max_new_tokens, seed=seed)
+        completions = _generate_with_progress(
+            ctx, rollout, [r["prompt"] for r in records], desc=f"eval {name}", n=k,
+            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed)
         items = [RewardItem(records[c.prompt_index]["prompt"], c.text,
                             records[c.prompt_index].get("answer")) for c in completions]
         scores = reward.score(items)
@@ -105,6 +105,39 @@ def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperatu
         all_samples += samples
     report["overall"] = summarize(all_samples, k)
     return report
+
+
+#: Sequences (prompts x k) per rollout worker per generate call while evaluating: small enough
+#: for a visible progress bar, large enough to keep batched generation efficient.
+EVAL_CHUNK_SEQUENCES = 32
+
+
+def _generate_with_progress(ctx: Any, rollout: Any, prompts: list[Any], *, desc: str, n: int,
+                            seed: int | None, **sampling: Any) -> list[Any]:
+    """``rollout.generate`` over ``prompts`` in chunks, with a progress bar (prompts done) when
+    the recipe's ``logging.progress`` is on. Chunk ``i`` is seeded ``seed + its first index``,
+    so results do not depend on anything but the recipe."""
+    workers = len(getattr(rollout, "handles", ())) or 1
+    chunk = max(1, EVAL_CHUNK_SEQUENCES // n) * workers
+    bar = None
+    if ctx.recipe.logging.progress and len(prompts) > chunk:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True)
+    completions: list[Any] = []
+    try:
+        for start in range(0, len(prompts), chunk):
+            part = rollout.generate(prompts[start:start + chunk], n=n,
+                                    seed=None if seed is None else seed + start, **sampling)
+            for completion in part:
+                completion.prompt_index += start
+            completions += part
+            if bar is not None:
+                bar.update(len(prompts[start:start + chunk]))
+    finally:
+        if bar is not None:
+            bar.close()
+    return completions
 
 
 def format_table(report: dict[str, Any]) -> str:

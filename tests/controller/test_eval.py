@@ -122,3 +122,24 @@ def test_format_table_shows_the_numbers() -> None:
         assert cells[1] == "20"
         assert float(cells[2]) == pytest.approx(0.4875, abs=1e-3)
         assert cells[3:] == ["0.750", "0.550", "10.000", "0.250"]
+
+
+def test_chunked_eval_generation_keeps_prompt_order_and_indices(tiny_model_dir, capsys):
+    """``evaluate`` generates in chunks (for its progress bar): the completions come back in
+    prompt order with global ``prompt_index``, greedy outputs equal one unchunked call, and
+    the bar reports every prompt."""
+    from types import SimpleNamespace
+
+    from actors.rollout import RolloutWorker
+    from rlsys.controller import evaluate as ev
+
+    worker = RolloutWorker("hf", tiny_model_dir)
+    ctx = SimpleNamespace(recipe=SimpleNamespace(logging=SimpleNamespace(progress=True)))
+    prompts = [f"What is {i} + {i}?" for i in range(11)]
+    sampling = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 4}
+    got = ev._generate_with_progress(ctx, worker, prompts, desc="eval t", n=4, seed=0,
+                                     **sampling)
+    want = worker.generate(prompts, n=4, seed=0, **sampling)
+    assert [c.prompt_index for c in got] == [i for i in range(11) for _ in range(4)]
+    assert [c.response_ids for c in got] == [c.response_ids for c in want]
+    assert "11/11" in capsys.readouterr().err
