@@ -51,6 +51,7 @@ from learner.losses import (
     trim_to_targets,
     value_loss_fn,
 )
+from learner.prefix import plan_shared_prompts, shared_prompt_forward, unalign
 from learner.schedules import build_lr_lambda
 from rlsys.algo import sequence_logps, token_logprobs
 from rlsys.data.attention import packed_forward
@@ -131,6 +132,13 @@ class Learner:
         )  # fmt: skip
         self.device = self._engine.device
         self._model_view = EngineView(self._engine)
+        # Shared-prompt forwards (learner.prefix) need the KV cache: not with activation
+        # recomputation, ZeRO-3 (untested with two forwards per micro-batch) or flash varlen.
+        attn = getattr(self._engine.module.config, "_attn_implementation", "") or ""
+        self.share_prompts = not (
+            value_head or gradient_checkpointing or zero_stage == 3
+            or attn.startswith("flash_attention")
+        )  # fmt: skip
         self._tokenizer = maybe_tokenizer(self.model_dir) if rank == 0 else None
         seed_everything(seed + rank)
 
@@ -145,6 +153,7 @@ class Learner:
             "dtype": self.dtype,
             "model_dir": self.model_dir,
             "num_threads": torch.get_num_threads(),
+            "share_prompts": self.share_prompts,
         }
 
     # ----------------------------------------------------------------- forward (no grad)
@@ -154,11 +163,16 @@ class Learner:
         False (used for old and reference log-probs)."""
         self._engine.eval()
         batch = batch.to(self.device)
+        width = batch.input_ids.shape[1]
+        plan = plan_shared_prompts(batch) if self.share_prompts else None
+        if plan is not None:
+            aligned, logits = plan.aligned, shared_prompt_forward(self._model_view, plan)
+            logprobs = token_logprobs(logits, aligned.input_ids)
+            return unalign(torch.where(aligned.mask, logprobs, 0).float(), plan, width).cpu()
         trimmed, keep = trim_to_targets(batch)
         logits = packed_forward(self._model_view, batch, logits_to_keep=keep)
         logprobs = token_logprobs(logits, trimmed.input_ids)
         logprobs = torch.where(trimmed.mask, logprobs, 0).float()
-        width = batch.input_ids.shape[1]
         return torch.nn.functional.pad(logprobs, (width - logprobs.shape[1], 0)).cpu()
 
     @torch.no_grad()
@@ -267,12 +281,7 @@ class Learner:
         sums: dict[str, torch.Tensor] = {}
         for index, micro_batch in enumerate(micro_batches):
             engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
-            micro_batch = micro_batch_to(micro_batch, self.device)
-            tokens = micro_batch_tokens(micro_batch)
-            keep = 0
-            if not self.value_head:  # the LM head runs only where a loss reads its output
-                micro_batch, keep = trim_to_targets(micro_batch)
-            logits = packed_forward(self._model_view, tokens, logits_to_keep=keep)
+            micro_batch, logits = self._forward(micro_batch_to(micro_batch, self.device))
             loss, metrics = loss_fn(micro_batch, logits)
             engine.backward(loss * self.world_size, scale_wrt_gas=False)
             for name, value in {"loss": loss.detach(), **metrics}.items():
@@ -285,6 +294,19 @@ class Learner:
         out["grad_norm"] = float(grad_norm if grad_norm is not None else manual_norm or 0.0)
         out["lr"] = lr
         return out
+
+    def _forward(self, micro_batch: Any) -> tuple[Any, torch.Tensor]:
+        """``(micro-batch the loss should read, logits aligned with it)``: a shared-prompt
+        forward when rows share prompts, else the LM head only from the first target column
+        on (policy models), else the plain forward (critics)."""
+        tokens = micro_batch_tokens(micro_batch)
+        if self.value_head:
+            return micro_batch, packed_forward(self._model_view, tokens)
+        plan = plan_shared_prompts(micro_batch) if self.share_prompts else None
+        if plan is not None:
+            return plan.aligned, shared_prompt_forward(self._model_view, plan)
+        trimmed, keep = trim_to_targets(micro_batch)
+        return trimmed, packed_forward(self._model_view, tokens, logits_to_keep=keep)
 
     def _grad_norm(self) -> float:
         # Stage 0 with a plain torch optimizer reports no norm; grads are already reduced here.
