@@ -31,6 +31,9 @@ class HFEngine:
         max_batch_size: most sequences (prompts x n) per ``generate`` call.
         num_threads: if set, ``torch.set_num_threads`` for this process (worker processes only).
         logprobs_mode: ``"raw"`` or ``"processed"`` (see ``actors.engines.base``).
+        share_prefill: with ``n > 1``, run each prompt's prefill once and copy its KV cache to
+            the ``n`` samples (instead of prefilling every copy); the tokens drawn are the same
+            up to float rounding.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class HFEngine:
         max_batch_size: int = 32,
         num_threads: int | None = None,
         logprobs_mode: str = "raw",
+        share_prefill: bool = True,
     ) -> None:
         from rlsys.modeling.load import load_causal_lm, load_tokenizer
 
@@ -56,6 +60,7 @@ class HFEngine:
         self.device = torch.device(device)
         self.max_batch_size = max_batch_size
         self.logprobs_mode = logprobs_mode
+        self.share_prefill = share_prefill
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_causal_lm(model_path, dtype=dtype).to(self.device)
         self.pad_id = int(self.tokenizer.pad_token_id)
@@ -119,8 +124,12 @@ class HFEngine:
         input_ids, attention_mask = self._left_pad([r for r in chunk for _ in range(copies)])
         config = self._generation_config(n=n // copies, temperature=temperature, top_p=top_p,
                                          max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+        extra: dict[str, Any] = {}
+        if self.share_prefill and n > 1 and min(len(r) for r in chunk) > 1:
+            input_ids, attention_mask, extra = self._shared_prefill(chunk, n)
+            config.num_return_sequences = 1
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                  generation_config=config)
+                                  generation_config=config, **extra)
         new_tokens = out.sequences[:, input_ids.shape[1]:]  # (rows, steps)
         step_logits = out.logits if self.logprobs_mode == "raw" else out.scores
         logprobs = torch.stack(
@@ -140,6 +149,20 @@ class HFEngine:
                 finish_reason=finish,
             ))
         return completions
+
+    def _shared_prefill(self, chunk: list[list[int]], n: int) -> tuple[Any, Any, dict]:
+        """Prefill each prompt but its last token once, then give every one of its ``n`` rows
+        a copy of that KV cache; ``generate`` then only runs the last prompt token and the
+        decode steps. Returns (input_ids, attention_mask, generate kwargs), rows grouped by
+        prompt like ``num_return_sequences`` would."""
+        input_ids, attention_mask = self._left_pad(chunk)
+        positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+        out = self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                         position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        return (input_ids.repeat_interleave(n, dim=0),
+                attention_mask.repeat_interleave(n, dim=0), {"past_key_values": cache})
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)

@@ -100,3 +100,21 @@ def test_bad_arguments_are_named(engine, tiny_model):
                         stop_token_ids=[])
     with pytest.raises(ValueError, match="logprobs_mode"):
         HFEngine(tiny_model, logprobs_mode="weird")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_shared_prefill_draws_the_same_tokens(tiny_model, temperature):
+    """One prefill per prompt, copied to its n samples, samples what n prefills would."""
+    shared = HFEngine(tiny_model, max_batch_size=12)
+    plain = HFEngine(tiny_model, max_batch_size=12, share_prefill=False)
+    kwargs = {"n": 3, "temperature": temperature, "max_new_tokens": 8, "seed": 5}
+    got, want = shared.generate(PROMPTS, **kwargs), plain.generate(PROMPTS, **kwargs)
+    assert [c.prompt_index for c in got] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [c.response_ids for c in got] == [c.response_ids for c in want]
+    assert [c.prompt_ids for c in got] == [c.prompt_ids for c in want]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs),
+                                   atol=1e-4, rtol=0)
+    teacher = plain.score_logprobs([c.prompt_ids for c in got], [c.response_ids for c in got])
+    for c, t in zip(got, teacher, strict=True):
+        torch.testing.assert_close(torch.tensor(c.logprobs), torch.tensor(t), atol=1e-4, rtol=0)
