@@ -31,8 +31,10 @@ HEADER = """# Benchmarks
 Produced by `make bench` (`bench/run_all.py`), which runs each script below and concatenates
 its results file. Every comparison runs the named peer in the same run on the same machine
 (peers live in their own virtualenvs under `bench/.venv-*`, never in the project's). Machine:
-2 cores, no GPU; while these were recorded other jobs shared the cores, so absolute numbers are
-noisy and the ratios are what to read. Tests never assert these numbers.
+2 cores, no GPU. Each section says whether the machine was idle when it ran (the code, GRPO
+and quickstart sections were re-measured on an idle machine; math, service, packing and weight
+sync shared the cores with other jobs, so their absolute numbers are noisy and the ratios are
+what to read). Tests never assert these numbers.
 """
 
 
