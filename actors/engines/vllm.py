@@ -175,7 +175,7 @@ class VLLMEngine:
                 files[name] = (path, str(array.dtype))
             index = [[n, d, o, list(s)] for n, d, o, s in payload.index]
             self.llm.collective_rpc("rlsys_load_packed", args=(files, index))
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
 
     def load_weights_ipc(self, state: dict[str, torch.Tensor],
                          device: torch.device | str) -> None:
@@ -189,7 +189,7 @@ class VLLMEngine:
         torch.cuda.synchronize(device)  # the copies must land before workers read them
         self.llm.collective_rpc("rlsys_load_ipc", args=(handles, index))
         del flats
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
 
     def init_weight_broadcast(self, master_address: str, master_port: int,
                               device: torch.device | str | int) -> Any:
@@ -215,8 +215,15 @@ class VLLMEngine:
                                   args=(weight_metadata(tensors),))
         sent = broadcaster.broadcast(tensors)
         received.result()
-        self.llm.reset_prefix_cache()
+        self._reset_prefix_cache()
         return sent
+
+    def _reset_prefix_cache(self) -> None:
+        # Cached KV blocks were computed with the old weights; vLLM refuses (returns False)
+        # while requests run, and generating from stale blocks would be silently off-policy.
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM did not reset its prefix cache after a weight load "
+                               "(requests still running?); refusing to sample from stale KV")
 
     def close(self) -> None:
         """Shut down the vLLM engine and its worker processes."""
