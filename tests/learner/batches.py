@@ -43,3 +43,14 @@ def experience(tokens: TokenBatch, advantages: list[float]) -> Experience:
         rollout_logprobs=torch.zeros(tokens.mask.shape),
         advantages=torch.where(tokens.mask, adv, 0.0),
     )
+
+
+def with_noisy_logprobs(exp: Experience, gen: torch.Generator) -> Experience:
+    """Fill ``old/ref/rollout_logprobs`` with distinct values near -2 on the response tokens
+    (so ratios, KL and truncated-IS weights are all non-trivial)."""
+    mask = exp.tokens.mask
+    noise = 0.05 * torch.randn(mask.shape, generator=gen)
+    exp.old_logprobs = torch.where(mask, -2.0 + noise, 0)
+    exp.ref_logprobs = torch.where(mask, -2.1 - noise, 0)
+    exp.rollout_logprobs = torch.where(mask, -2.0 + 2 * noise, 0)
+    return exp

@@ -14,7 +14,7 @@ from learner.prefix import plan_shared_prompts, shared_prompt_forward
 from rlsys.algo import AGGREGATIONS, token_logprobs
 from rlsys.data.attention import packed_forward
 from rlsys.modeling import load_causal_lm
-from tests.learner.batches import experience, token_batch
+from tests.learner.batches import experience, token_batch, with_noisy_logprobs
 
 
 def _grouped_batch(seed: int = 0):
@@ -32,11 +32,7 @@ def _grouped_batch(seed: int = 0):
             prompt_lens.append(len(p))
     tokens = token_batch(rows, prompt_lens=prompt_lens)
     exp = experience(tokens, advantages=[1.0, -0.5, 0.25, -1.0, 0.5, 0.75, -0.25])
-    noise = 0.05 * torch.randn(tokens.mask.shape, generator=gen)
-    exp.old_logprobs = torch.where(tokens.mask, -2.0 + noise, 0)
-    exp.ref_logprobs = torch.where(tokens.mask, -2.1 - noise, 0)
-    exp.rollout_logprobs = torch.where(tokens.mask, -2.0 + 2 * noise, 0)
-    return exp
+    return with_noisy_logprobs(exp, gen)
 
 
 def _step(model, exp, loss_fn, *, shared: bool):

@@ -13,19 +13,14 @@ from learner.losses import policy_loss_fn, sft_loss_fn, trim_to_targets
 from rlsys.algo import AGGREGATIONS, token_logprobs
 from rlsys.data.attention import packed_forward
 from rlsys.modeling import load_causal_lm
-from tests.learner.batches import experience, random_rows, token_batch
+from tests.learner.batches import experience, random_rows, token_batch, with_noisy_logprobs
 
 
 def _rl_batch(seed: int = 0):
     rows = random_rows(4, 14, seed=seed)
     tokens = token_batch(rows, prompt_lens=[6, 9, 7, 8])  # shortest prompt: 6
     exp = experience(tokens, advantages=[1.0, -0.5, 0.25, -1.0])
-    gen = torch.Generator().manual_seed(seed + 1)
-    noise = 0.05 * torch.randn(tokens.mask.shape, generator=gen)
-    exp.old_logprobs = torch.where(tokens.mask, -2.0 + noise, 0)
-    exp.ref_logprobs = torch.where(tokens.mask, -2.1 - noise, 0)
-    exp.rollout_logprobs = torch.where(tokens.mask, -2.0 + 2 * noise, 0)
-    return exp
+    return with_noisy_logprobs(exp, torch.Generator().manual_seed(seed + 1))
 
 
 def _loss_and_grads(model, micro_batch, loss_fn, *, trim: bool):
