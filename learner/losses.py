@@ -257,9 +257,22 @@ def micro_batch_to(micro_batch: Any, device: Any) -> Any:
     return tuple(x.to(device) for x in micro_batch)
 
 
-def _slice_columns(batch: TokenBatch, start: int) -> TokenBatch:
-    return TokenBatch(**{f.name: getattr(batch, f.name)[:, start:]
-                         for f in dataclasses.fields(TokenBatch)})
+def map_token_columns(micro_batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A copy of a ``TokenBatch`` or ``Experience`` with ``fn`` applied to every per-token
+    (B, T) tensor (token fields and per-token experience fields; per-sample ones untouched).
+    Used to re-cut a micro-batch's columns (``trim_to_targets``, ``learner.prefix``)."""
+    if isinstance(micro_batch, TokenBatch):
+        return TokenBatch(**{f.name: fn(getattr(micro_batch, f.name))
+                             for f in dataclasses.fields(TokenBatch)})
+    width = micro_batch.tokens.input_ids.shape[1]
+    per_token = {
+        f.name: fn(value)
+        for f in dataclasses.fields(Experience)
+        if isinstance(value := getattr(micro_batch, f.name), torch.Tensor)
+        and value.dim() == 2 and value.shape[1] == width
+    }
+    tokens = map_token_columns(micro_batch.tokens, fn)
+    return dataclasses.replace(micro_batch, tokens=tokens, **per_token)
 
 
 def trim_to_targets(micro_batch: Any) -> tuple[Any, int]:
@@ -284,16 +297,5 @@ def trim_to_targets(micro_batch: Any) -> tuple[Any, int]:
     if columns.numel() == 0 or int(columns[0]) <= 1:
         return micro_batch, 0
     start = int(columns[0]) - 1
-    if isinstance(micro_batch, TokenBatch):
-        return _slice_columns(micro_batch, start), width - start
-    per_token = {
-        f.name: value[:, start:]
-        for f in dataclasses.fields(Experience)
-        if isinstance(value := getattr(micro_batch, f.name), torch.Tensor)
-        and value.dim() == 2 and value.shape[1] == width
-    }
-    trimmed = dataclasses.replace(
-        micro_batch, tokens=_slice_columns(tokens, start), **per_token
-    )
-    return trimmed, width - start
+    return map_token_columns(micro_batch, lambda t: t[:, start:]), width - start
 

@@ -24,12 +24,12 @@ losses or choose micro-batches.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from learner.losses import map_token_columns
 from rlsys.types import Experience, TokenBatch
 
 
@@ -111,25 +111,7 @@ def plan_shared_prompts(micro_batch: Any) -> PrefixPlan | None:
     device = source.input_ids.device
     starts_d = starts.to(device)
 
-    def align(tensor: torch.Tensor) -> torch.Tensor:
-        return _align(tensor, starts_d, aligned_width)
-
-    aligned_tokens = TokenBatch(
-        **{f.name: align(getattr(source, f.name)) for f in dataclasses.fields(TokenBatch)}
-    )
-    width_full = ids.shape[1]
-    per_token = {
-        f.name: align(value)
-        for f in dataclasses.fields(Experience)
-        if isinstance(micro_batch, Experience)
-        and isinstance(value := getattr(micro_batch, f.name), torch.Tensor)
-        and value.dim() == 2 and value.shape[1] == width_full
-    }
-    aligned = (
-        dataclasses.replace(micro_batch, tokens=aligned_tokens, **per_token)
-        if isinstance(micro_batch, Experience)
-        else aligned_tokens
-    )
+    aligned = map_token_columns(micro_batch, lambda t: _align(t, starts_d, aligned_width))
     return PrefixPlan(
         prompt_ids=prompt_ids.to(device),
         prompt_lens=prompt_lens.to(device),
