@@ -24,6 +24,7 @@ SUITE = [
     ("weight_sync", "bench_weight_sync.py", "weight_sync_results.md", "CPU weight sync GB/s"),
     ("grpo", "bench_grpo.py", "grpo_results.md", "GRPO step vs TRL GRPOTrainer"),
     ("quickstart", "(make demo)", "quickstart_results.md", "held-out accuracy of the demo"),
+    ("gpu", "(scripts/gpu_check.sh, on a GPU)", "gpu_results.md", "GPU learner/engine/sync check"),
 ]
 
 HEADER = """# Benchmarks
@@ -31,10 +32,10 @@ HEADER = """# Benchmarks
 Produced by `make bench` (`bench/run_all.py`), which runs each script below and concatenates
 its results file. Every comparison runs the named peer in the same run on the same machine
 (peers live in their own virtualenvs under `bench/.venv-*`, never in the project's). Machine:
-2 cores, no GPU. Each section says whether the machine was idle when it ran (the code, GRPO
-and quickstart sections were re-measured on an idle machine; math, service, packing and weight
-sync shared the cores with other jobs, so their absolute numbers are noisy and the ratios are
-what to read). Tests never assert these numbers.
+2 cores, no GPU (the last section ran on a lent H100). Each section says whether the machine
+was idle when it ran (the code, GRPO and quickstart sections were re-measured on an idle
+machine; math, service, packing and weight sync shared the cores with other jobs, so their
+absolute numbers are noisy and the ratios are what to read). Tests never assert these numbers.
 """
 
 
