@@ -44,6 +44,8 @@ class Batch:
         self.completions, self.scores, self.records = completions, scores, records
         self.version = version  # policy version that generated it
         self.group_ids = [c.prompt_index for c in completions]
+        # every score drawn for this step, also those that dynamic sampling dropped
+        self.drawn_scores = list(scores)
 
     def rewards(self) -> torch.Tensor:
         """(B,) scalar rewards; an item the reward could not score counts 0 (and is logged)."""
@@ -55,6 +57,7 @@ class Batch:
         out = Batch([self.completions[i] for i in idx], [self.scores[i] for i in idx],
                     self.records, self.version)
         out.group_ids = [self.group_ids[i] for i in idx]
+        out.drawn_scores = self.drawn_scores
         return out
 
     def extend(self, other: Batch) -> None:
@@ -67,6 +70,7 @@ class Batch:
         self.completions += other.completions
         self.scores += other.scores
         self.group_ids += [g + offset for g in other.group_ids]
+        self.drawn_scores = self.drawn_scores + other.drawn_scores
 
 
 class RLStage:
@@ -270,23 +274,34 @@ class RLStage:
         self.logger.close()
         if self.recipe.logging.plot:
             plot_curves(self.ctx.run_dir, self.stage.name,
-                        ["reward/mean", "accuracy", "response_length/mean", "kl"],
+                        ["reward/mean", "accuracy/drawn", "response_length/mean", "kl"],
                         self.ctx.run_dir / f"{self.stage.name}_curves.png")
         self.ctx.mark_rollout_weights(final)
         return {"checkpoint": final}
 
 
+def _accuracy(scores: list) -> float:
+    """Share of scores marked correct (``info["correct"]``, else a reward >= 1)."""
+    correct = [bool((s.info or {}).get("correct", s.ok and s.value >= 1.0)) for s in scores]
+    return sum(correct) / max(len(correct), 1)
+
+
 def batch_metrics(batch: Batch, exp: Any) -> dict[str, float]:
-    """Reward, accuracy, length and truncation statistics of a batch."""
+    """Reward, accuracy, length and truncation statistics of a batch.
+
+    ``accuracy`` is over the samples trained on; ``accuracy/drawn`` over every sample drawn
+    this step (with dynamic sampling it includes the dropped all-equal groups, so it is the
+    policy's accuracy on the step's prompts; without, the two are equal).
+    """
     rewards = batch.rewards()
     lengths = exp.tokens.mask.sum(dim=1).float()
-    correct = [bool((s.info or {}).get("correct", s.ok and s.value >= 1.0))
-               for s in batch.scores]
     return {
         "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())
         if len(rewards) > 1 else 0.0,
         "reward/errors": float(sum(not s.ok for s in batch.scores)),
-        "accuracy": sum(correct) / max(len(correct), 1),
+        "accuracy": _accuracy(batch.scores),
+        "accuracy/drawn": _accuracy(batch.drawn_scores),
+        "samples/drawn": float(len(batch.drawn_scores)),
         "response_length/mean": float(lengths.mean()),
         "response_length/truncated": sum(c.finish_reason == "length" for c in batch.completions)
         / max(len(batch.completions), 1),
@@ -323,7 +338,7 @@ def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
         metrics.update(timer.metrics(step_s))
         metrics.update({"time/step_s": step_s,
                         "tokens_per_s": generated / max(timer.seconds.get("generate", 0), 1e-9)})
-        run.logger.log(run.step, metrics, show=("reward/mean", "accuracy", "time/step_s"))
+        run.logger.log(run.step, metrics, show=("reward/mean", "accuracy/drawn", "time/step_s"))
         if every and run.step % every == 0 and run.step < stage.steps:
             from learner.checkpoint import checkpoint_dir, prune_checkpoints
 

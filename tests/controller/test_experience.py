@@ -119,3 +119,26 @@ def test_refill_batches_keep_completions_pointing_at_their_records():
     assert [first.records[c.prompt_index]["prompt"] for c in first.completions] == \
         ["a", "a", "c", "c"]
     assert first.group_ids == [0, 0, 1, 1]
+
+
+def test_drawn_accuracy_counts_the_groups_dynamic_sampling_dropped():
+    from rewards.base import Score
+    from rlsys.controller.experience import build_experience, informative_groups
+    from rlsys.controller.rl import Batch, batch_metrics
+
+    def batch(prompts, rewards):
+        comps = [Completion(i // 2, [1], [2], f"r{i}", [-0.1], "stop")
+                 for i in range(2 * len(prompts))]
+        return Batch(comps, [Score(float(r)) for r in rewards], [{"prompt": p} for p in prompts], 0)
+
+    # a: one right of two (kept); b and c: both wrong (dropped)
+    first = batch(["a", "b", "c"], [1, 0, 0, 0, 0, 0])
+    first = first.keep(informative_groups(first.rewards(), torch.tensor(first.group_ids)))
+    more = batch(["d"], [0, 1])  # refill: kept
+    first.extend(more.keep(informative_groups(more.rewards(), torch.tensor(more.group_ids))))
+    exp = build_experience(first.completions, first.rewards().tolist(),
+                           group_ids=first.group_ids, pad_id=0)
+    metrics = batch_metrics(first, exp)
+    assert metrics["samples"] == 4 and metrics["samples/drawn"] == 8
+    assert metrics["accuracy"] == 0.5  # trained-on samples: a and d, one right each
+    assert metrics["accuracy/drawn"] == 2 / 8  # 1 (a) + 0 (b) + 0 (c) + 1 (d) of 8
