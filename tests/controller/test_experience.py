@@ -105,14 +105,18 @@ def test_phase_timer_other_is_the_rest():
     assert m["time/other_frac"] == pytest.approx(m["time/other"] / 10.0)
 
 
-def test_refill_batches_keep_completions_pointing_at_their_records():
+def _two_sample_batch(prompts, rewards):
+    """A ``Batch`` with two completions per prompt and the given rewards."""
     from rewards.base import Score
     from rlsys.controller.rl import Batch
 
-    def batch(prompts, rewards):
-        comps = [Completion(i // 2, [1], [2], f"r{i}", [-0.1], "stop")
-                 for i in range(2 * len(prompts))]
-        return Batch(comps, [Score(r) for r in rewards], [{"prompt": p} for p in prompts], 0)
+    comps = [Completion(i // 2, [1], [2], f"r{i}", [-0.1], "stop")
+             for i in range(2 * len(prompts))]
+    return Batch(comps, [Score(float(r)) for r in rewards], [{"prompt": p} for p in prompts], 0)
+
+
+def test_refill_batches_keep_completions_pointing_at_their_records():
+    batch = _two_sample_batch
 
     first = batch(["a", "b"], [1, 0, 1, 1]).keep(torch.tensor([True, True, False, False]))
     first.extend(batch(["c"], [0, 1]))
@@ -122,14 +126,10 @@ def test_refill_batches_keep_completions_pointing_at_their_records():
 
 
 def test_drawn_accuracy_counts_the_groups_dynamic_sampling_dropped():
-    from rewards.base import Score
     from rlsys.controller.experience import build_experience, informative_groups
-    from rlsys.controller.rl import Batch, batch_metrics
+    from rlsys.controller.rl import batch_metrics
 
-    def batch(prompts, rewards):
-        comps = [Completion(i // 2, [1], [2], f"r{i}", [-0.1], "stop")
-                 for i in range(2 * len(prompts))]
-        return Batch(comps, [Score(float(r)) for r in rewards], [{"prompt": p} for p in prompts], 0)
+    batch = _two_sample_batch
 
     # a: one right of two (kept); b and c: both wrong (dropped)
     first = batch(["a", "b", "c"], [1, 0, 0, 0, 0, 0])
