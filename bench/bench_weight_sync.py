@@ -30,6 +30,8 @@ import torch
 from actors.launch import launch_rollout_workers
 from actors.weight_sync import pack_state_dict
 
+LOAD_AT_START = os.getloadavg()[0]  # recorded in the results: was the machine idle?
+
 
 def build_model(out_dir: str, hidden: int, layers: int) -> dict[str, torch.Tensor]:
     """Save a random Llama (SmolLM2 tokenizer) to ``out_dir``; return its state dict."""
@@ -110,7 +112,8 @@ def report(rows: dict[str, dict[str, float]], nbytes: int, num_tensors: int, arg
         f"{args.hidden}, {args.layers} layers, tied 49,152-token embedding). Median of "
         f"{args.reps} syncs after one warm-up; one learner (driver) and one rollout actor on "
         f"the same node, `ray.init(num_cpus=2)`, torch 1 thread; machine: "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared).",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1-minute load "
+        f"average {LOAD_AT_START:.2f} at the start (about 0 = idle).",
         "",
         "`get` = remote call time minus the worker's load time (argument resolution from the "
         "object store + RPC); `load` = unpack + copy into the parameters; `e2e` = pack + put "
