@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ DATA = Path("/work/shared/bench")
 VENV = ROOT / "bench" / ".venv-mathverify"
 RESULTS = ROOT / "bench" / "math_results.md"
 EXCLUDED_TAGS = {"convention_dependent", "non_default_config"}
+LOAD_AT_START = os.getloadavg()[0]  # recorded in the results: was the machine idle?
 
 # Runs inside the math-verify venv: reads [[gold, pred], ...] on stdin, prints verdicts+time.
 MV_SCRIPT = r"""
@@ -162,7 +164,8 @@ def main() -> None:
               f"Cold-cache speed-up over math-verify: "
               f"{theirs['seconds'] / ours_cold['seconds']:.1f}x. math-verify runs in its own venv "
               "with its default 5 s parse/verify timeouts, bare LaTeX wrapped in `$..$` when its "
-              "parser finds nothing; timings are wall-clock on a shared 2-core machine (noisy).",
+              "parser finds nothing; timings are wall-clock on a 2-core machine whose 1-minute "
+              f"load average was {LOAD_AT_START:.2f} at the start (about 0 = idle).",
               ""]
     text = "\n".join(lines)
     print(text)

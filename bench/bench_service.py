@@ -166,9 +166,9 @@ def _report(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]],
     table = "\n".join(lines)
     print(table)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs (load "
-               f"average {load} at the end: absolute numbers are noisy), Python "
-               f"{platform.python_version()}")
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs (load average {load} at the end; "
+               f"about 1 is this benchmark alone, more means other jobs shared the cores), "
+               f"Python {platform.python_version()}")
     Path(args.output).write_text(
         "# Reward service benchmark\n\n"
         f"`bench/bench_service.py`: one uvicorn worker + redis-server on loopback; "

@@ -32,10 +32,9 @@ HEADER = """# Benchmarks
 Produced by `make bench` (`bench/run_all.py`), which runs each script below and concatenates
 its results file. Every comparison runs the named peer in the same run on the same machine
 (peers live in their own virtualenvs under `bench/.venv-*`, never in the project's). Machine:
-2 cores, no GPU (the last section ran on a lent H100). Each section says whether the machine
-was idle when it ran (the code, GRPO, quickstart and weight-sync sections were re-measured on
-an idle machine; math, service and packing shared the cores with other jobs, so their absolute
-numbers are noisy and the ratios are what to read). Tests never assert these numbers.
+2 cores, no GPU (the last section ran on a lent H100). Each section says how loaded the machine
+was when it ran; every CPU section was last re-measured on an otherwise idle machine. Tests
+never assert these numbers.
 """
 
 
