@@ -21,6 +21,10 @@ has_vllm() { "$1" -c "import torch, vllm; assert torch.cuda.is_available()" >/de
 
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader || true
 PY="${PYTHON:-python3}"
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "[gpu_check] FAIL: $PY sees no CUDA device (torch with CUDA and a GPU are needed)"
+  exit 1
+fi
 timeout 300 "$PY" scripts/gpu_check_core.py
 core=$?
 echo "[gpu_check] core check exit code: $core"
