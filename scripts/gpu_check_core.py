@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue as queue_module
 import sys
 import time
 
@@ -189,7 +190,11 @@ def ipc_sync(learner, model_dir: str, probe) -> None:
     queue = ctx.Queue()
     proc = ctx.Process(target=ipc_receiver, args=(model_dir, handles, index, probe[:2], queue))
     proc.start()
-    status, count, load_s, logprobs = queue.get(timeout=300)
+    try:
+        status, count, load_s, logprobs = queue.get(timeout=300)
+    except queue_module.Empty:  # the receiver died before reporting (e.g. killed, CUDA init)
+        status, count, load_s, logprobs = (
+            "error", f"no answer in 300 s, receiver exit code {proc.exitcode}", 0.0, None)
     proc.join(timeout=60)
     del flats
     if status != "ok":
@@ -254,8 +259,8 @@ def main() -> int:
     packed_equals_plain(learner, args)
     probe = probe_batch(engine.generate(random_prompts(8, 24, args.vocab, seed=7), n=1,
                                         max_new_tokens=24, seed=1), engine.pad_id)
-    check("sync[initial]", sync_gap(engine, learner, probe) < 0.05,
-          f"same weights: gap {sync_gap(engine, learner, probe):.4f}")
+    initial = sync_gap(engine, learner, probe)
+    check("sync[initial]", initial < 0.05, f"same weights: gap {initial:.4f}")
     for step in range(args.steps):
         stats = grpo_step(engine, learner, step, args, probe)
         log(f"grpo {json.dumps(stats)}")
