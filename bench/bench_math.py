@@ -1,7 +1,7 @@
 """Benchmark: rlsys's math checker vs Hugging Face ``math-verify`` (accuracy and pairs/s).
 
 Runs both checkers in the same run over the same pairs:
-* ``/work/shared/bench/math_equiv_cases.jsonl`` (rows with ``task == "math"``): accuracy and
+* ``tests/data/math_equiv_cases.jsonl`` (rows with ``task == "math"``): accuracy and
   false positives per ``source``, for all rows and for rows without the
   ``convention_dependent`` / ``non_default_config`` tags;
 * ``math_silver_qwen_cot100.jsonl``: agreement with ``equal_silver`` (answers extracted from
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from rewards.math import cache_clear  # noqa: E402
 from rewards.math.reward import grade_batch  # noqa: E402
 
-DATA = Path("/work/shared/bench")
+DATA = ROOT / "tests" / "data"  # the labelled sets ship with the tests
 VENV = ROOT / "bench" / ".venv-mathverify"
 RESULTS = ROOT / "bench" / "math_results.md"
 EXCLUDED_TAGS = {"convention_dependent", "non_default_config"}

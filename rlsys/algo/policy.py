@@ -139,6 +139,81 @@ def vanilla_pg(
     return loss, _ratio_diag(log_ratio, mask)
 
 
+@POLICY_OBJECTIVES.decorator("gspo")
+def gspo(
+    logprobs: torch.Tensor,  # (B, T) current policy, carries gradient; one sequence per row
+    old_logprobs: torch.Tensor,  # (B, T) behaviour policy at rollout time
+    advantages: torch.Tensor,  # (B, T) (constant over a row for outcome rewards)
+    mask: torch.Tensor,  # (B, T) bool
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: float | None = None,
+    is_weights: torch.Tensor | None = None,  # (B, T)
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GSPO, Group Sequence Policy Optimization (Zheng et al. 2025), in its GSPO-token form
+    (Eq. 13-14), negated to a loss. Each row is one sequence ``i`` with ``n_i`` masked tokens:
+
+    * sequence ratio, length-normalised (Eq. 7):
+      ``s_i = (pi(y_i|x) / pi_old(y_i|x))^(1/n_i) = exp(mean_t(logprobs - old_logprobs))``;
+    * token ratio ``s_it = sg[s_i] * pi(y_it) / sg[pi(y_it)]``: numerically equal to ``s_i``,
+      with gradient ``s_i * grad log pi(y_it)`` (``sg`` = stop-gradient);
+    * ``loss_it = -min(s_it A_it, clip(s_it, 1 - clip_low, 1 + clip_high) A_it)``, so the
+      clip decision is made per sequence (every token of a row is clipped or none is, when
+      ``A`` is constant over the row). ``clip_c`` adds the dual clip of ``ppo_clip`` on the
+      sequence ratio; ``is_weights`` (detached) multiply the per-token loss.
+
+    Aggregation: the GSPO objective is the mean over sequences of the per-token mean,
+    i.e. ``seq_mean_token_mean``; then with a constant ``A_i`` per row the loss is
+    ``mean_i -min(s_i A_i, clip(s_i) A_i)`` and its gradient
+    ``mean_i -s_i A_i mean_t grad log pi(y_it)`` on unclipped rows (Eq. 10). Other
+    aggregations re-weight sequences by length. The paper's clip range is small (e.g.
+    ``clip_low = 3e-4``, ``clip_high = 4e-4``) since ``s_i`` is a geometric mean.
+
+    diag: ``clip_frac`` (share of masked tokens whose clipped term is active),
+    ``dual_clip_frac``, ``seq_ratio_mean`` (mean ``s_i`` over rows with a masked token), and
+    ``approx_kl`` / ``ratio_mean`` / ``ratio_max`` of the per-token ratios
+    ``pi(y_it) / pi_old(y_it)`` as in ``ppo_clip``.
+    """
+    mask = check_token_tensors(
+        mask,
+        logprobs=logprobs,
+        old_logprobs=old_logprobs,
+        advantages=advantages,
+        is_weights=is_weights,
+    )
+    _check_clip(clip_low, clip_high, clip_c)
+    advantages = advantages.detach()
+    # Zero off the mask first, so garbage there cannot produce inf/NaN values or gradients.
+    logprobs = torch.where(mask, logprobs, 0)
+    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0)
+    lengths = mask.sum(-1, keepdim=True)  # (B, 1)
+    seq_log_ratio = log_ratio.sum(-1, keepdim=True) / lengths.clamp(min=1)  # (B, 1)
+    token_log_ratio = torch.where(mask, seq_log_ratio.detach() + logprobs - logprobs.detach(), 0)
+    ratio = token_log_ratio.exp()
+    unclipped = -ratio * advantages
+    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = torch.maximum(unclipped, clipped)
+    clip_active = clipped > unclipped
+    dual_active = torch.zeros_like(clip_active)
+    if clip_c is not None:
+        dual_bound = -clip_c * advantages
+        dual_active = (advantages < 0) & (loss > dual_bound)
+        loss = torch.where(dual_active, dual_bound, loss)
+    if is_weights is not None:
+        loss = loss * is_weights.detach()
+    loss = torch.where(mask, loss, 0)
+    rows = lengths[:, 0] > 0
+    seq_ratio = seq_log_ratio[:, 0].detach().exp()
+    diag = {
+        "clip_frac": _masked_mean(clip_active.to(ratio.dtype), mask).detach(),
+        "dual_clip_frac": _masked_mean(dual_active.to(ratio.dtype), mask).detach(),
+        "seq_ratio_mean": _masked_mean(seq_ratio, rows).detach(),
+        **_ratio_diag(log_ratio, mask),
+    }
+    return loss, diag
+
+
 def truncated_is_weights(
     old_logprobs: torch.Tensor,  # (B, T) learner log-probs of the behaviour policy
     rollout_logprobs: torch.Tensor,  # (B, T) log-probs reported by the rollout engine

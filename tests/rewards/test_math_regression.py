@@ -1,4 +1,5 @@
-"""Regression floors on the shared labelled sets (measured 2026-11-27, see bench/bench_math.py).
+"""Regression floors on the labelled math sets shipped in ``tests/data`` (measured 2026-11-27,
+see bench/bench_math.py; provenance in ``tests/data/README.md``).
 
 Measured: math rows 369/399 (92.5 %) with 6 false positives (all convention cases: Math-Verify's
 newline-in-$ quirk x2, order-sensitive lists x2, "10cm", interval vs inequality); multiple
@@ -13,14 +14,14 @@ import pytest
 
 from rewards.math.reward import grade_batch
 
-DATA = Path("/work/shared/bench")
+DATA = Path(__file__).resolve().parent.parent / "data"
 CONVENTION_TAGS = {"convention_dependent", "non_default_config"}
 
 
 def _load(name: str) -> list[dict]:
     path = DATA / name
     if not path.exists():
-        pytest.fail(f"shared benchmark data missing: {path}")
+        pytest.fail(f"labelled math data missing from the repository: {path}")
     return [json.loads(line) for line in path.open()]
 
 
