@@ -28,6 +28,7 @@ _BUILTINS = {
     "model": "rewards.model:ModelReward",
     "remote": "rewards.remote:RemoteReward",
     "weighted": "rewards.compose:WeightedReward",
+    "judge": "rewards.judge.reward:JudgeReward",
 }
 _entry_points_loaded = False
 
