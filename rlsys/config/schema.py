@@ -228,6 +228,34 @@ class EvalConfig(Strict):
         return self
 
 
+class JudgeConfig(Strict):
+    model: str = Field(..., description="Judge model: a short name (e.g. smollm2) or a local HF "
+                                        "directory.")
+    engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine serving the judge.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra engine args.")
+    num_workers: int = Field(1, ge=1, description="Judge worker actors.")
+    num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs per judge worker.")
+    mode: Literal["pointwise", "pairwise"] = Field(
+        "pointwise", description="pointwise: score each candidate; pairwise: judge every pair "
+                                 "in both orders (position swap) and rank by mean preference.")
+    rubric: str | None = Field(None, description="Jinja template of the judge prompt (None: "
+                               "the built-in rubric of the mode; see rewards.judge.rubric).")
+    min_score: float = Field(1.0, description="pointwise: lowest score the rubric asks for.")
+    max_score: float = Field(10.0, description="pointwise: highest score the rubric asks for.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest judge answer (greedy).")
+    batch_size: int = Field(16, ge=1, description="Judge prompts per call.")
+    timeout_s: float = Field(300.0, gt=0, description="Deadline of one judge call; past it the "
+                             "batch's items are counted reward errors.")
+    cache_size: int = Field(10_000, ge=0, description="Judge answers cached by prompt hash.")
+    system_prompt: str | None = Field(None, description="System message for the judge.")
+
+    @model_validator(mode="after")
+    def _scale(self) -> JudgeConfig:
+        if not self.min_score < self.max_score:
+            raise ValueError("min_score must be < max_score")
+        return self
+
+
 class GenerateConfig(Strict):
     output: str = Field(..., description="Dataset file written (relative to the run dir).")
     k: int = Field(4, ge=1, description="Samples per prompt.")
@@ -248,6 +276,8 @@ class GenerateConfig(Strict):
                                   "Jaccard similarity to a seed or an earlier instruction.")
     max_template_share: float = Field(0.25, gt=0, le=1, description="self_instruct: max share of "
                                       "kept instructions with the same first three words.")
+    judge: JudgeConfig | None = Field(None, description="preference_pairs: rank the candidates "
+                                      "with an LLM judge instead of the recipe's reward.")
 
     @model_validator(mode="after")
     def _word_range(self) -> GenerateConfig:
@@ -279,6 +309,8 @@ class StageConfig(Strict):
             raise ValueError("'dpo' options are only for kind 'dpo'")
         if self.kind in DATA_GEN_KINDS and self.generate is None:
             raise ValueError(f"kind {self.kind!r} needs a 'generate' section")
+        if self.generate is not None and self.generate.judge and self.kind != "preference_pairs":
+            raise ValueError("'generate.judge' is only for kind 'preference_pairs'")
         return self
 
     @property
