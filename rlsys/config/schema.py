@@ -166,9 +166,41 @@ class CheckpointConfig(Strict):
 
 class LoggingConfig(Strict):
     run_dir: str = Field("runs/{name}", description="Output dir; {name} is the recipe name.")
-    tensorboard: bool = Field(True, description="Write TensorBoard events.")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        ["tensorboard"], description="Experiment trackers fed every step's metrics, the recipe "
+        "and the final model path: tensorboard, wandb, mlflow ([]: metrics.jsonl only).")
+    project: str | None = Field(None, description="W&B project / MLflow experiment (default: "
+                                                  "the recipe name).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a file "
+        "store in RUN_DIR/mlruns, which needs MLFLOW_ALLOW_FILE_STORE=true).")
     progress: bool = Field(True, description="Show a progress bar.")
     plot: bool = Field(True, description="Write PNG curves at the end of each stage.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_tensorboard(cls, data: Any) -> Any:
+        # ``tensorboard: true/false`` (older recipes) is shorthand for the tracker list
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            flag = data.pop("tensorboard")
+            if not isinstance(flag, bool):
+                raise ValueError("tensorboard: must be true or false (or use trackers)")
+            if "trackers" in data and ("tensorboard" in data["trackers"]) != flag:
+                raise ValueError("tensorboard and trackers disagree; set trackers only")
+            data.setdefault("trackers", ["tensorboard"] if flag else [])
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_trackers(self) -> LoggingConfig:
+        if len(set(self.trackers)) != len(self.trackers):
+            raise ValueError(f"trackers: {self.trackers} names a tracker twice")
+        return self
+
+    @property
+    def tensorboard(self) -> bool:
+        """Whether TensorBoard events are written (``"tensorboard" in trackers``)."""
+        return "tensorboard" in self.trackers
 
 
 class AlgoConfig(Strict):

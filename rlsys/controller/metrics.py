@@ -1,16 +1,24 @@
-"""Per-step metrics: ``metrics.jsonl``, TensorBoard events, a progress bar, PNG curves.
+"""Per-step metrics: ``metrics.jsonl``, experiment trackers, a progress bar, PNG curves.
 
 ``MetricsLogger`` appends one JSON object per step (flushed, so a crash loses nothing already
-logged); it does not aggregate across ranks (callers pass already-reduced numbers).
+logged) and forwards the numbers to the recipe's trackers (``rlsys.controller.trackers``:
+TensorBoard, W&B, MLflow). A stage that starts at ``start_step`` (a resume) first drops its own
+rows after that step, so a replayed step appears exactly once. It does not aggregate across
+ranks (callers pass already-reduced numbers).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlsys.controller.trackers import TrackingSpec
 
 
 def _clean(value: Any) -> Any:
@@ -22,20 +30,33 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Writes metrics of one stage to ``run_dir`` and shows progress on stderr."""
+    """Writes metrics of one stage to ``run_dir`` and its trackers; shows progress on stderr.
+
+    ``trackers`` names the experiment trackers (default: TensorBoard only, or none with
+    ``tensorboard=False``); ``tracking`` carries what W&B/MLflow need (project, run name,
+    the resolved recipe). A ``start_step`` > 0 means a resume: ``metrics.jsonl`` rows of this
+    stage after it are dropped first (see ``truncate_stage``).
+    """
 
     def __init__(self, run_dir: str | Path, stage: str, total_steps: int, *,
-                 tensorboard: bool = True, progress: bool = True, start_step: int = 0) -> None:
+                 tensorboard: bool = True, progress: bool = True, start_step: int = 0,
+                 trackers: Sequence[str] | None = None,
+                 tracking: TrackingSpec | None = None) -> None:
+        from rlsys.controller.trackers import TrackingSpec, make_trackers, scalars_of
+
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.stage = stage
         self.path = self.run_dir / "metrics.jsonl"
+        truncate_stage(self.path, stage, start_step)
+        if trackers is None:
+            trackers = ("tensorboard",) if tensorboard else ()
+        spec = tracking or TrackingSpec(self.run_dir, stage, project=stage, run_name=stage)
+        history = ((r["step"], scalars_of(r), r.get("time", 0.0))
+                   for r in read_metrics(self.path, stage))
+        self._trackers = make_trackers(trackers, spec, start_step=start_step, history=history)
+        self._scalars = scalars_of
         self._file = self.path.open("a", buffering=1)
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard" / stage))
         self._bar = None
         if progress:
             from tqdm import tqdm
@@ -49,10 +70,9 @@ class MetricsLogger:
         row = {"step": step, "stage": self.stage, "time": round(time.time(), 3)}
         row.update({k: _clean(v) for k, v in metrics.items()})
         self._file.write(json.dumps(row) + "\n")
-        if self._writer is not None:
-            for key, value in row.items():
-                if isinstance(value, int | float) and key not in ("step", "time"):
-                    self._writer.add_scalar(key, value, step)
+        scalars = self._scalars(row)
+        for tracker in self._trackers:
+            tracker.log(step, scalars, row["time"])
         if self._bar is not None:
             post = {k.split("/")[-1] if k.count("/") else k: _fmt(row.get(k)) for k in show
                     if k in row}
@@ -66,13 +86,55 @@ class MetricsLogger:
         else:
             print(text, flush=True)
 
-    def close(self) -> None:
-        """Flush and close everything."""
+    def close(self, final_model: str | None = None) -> None:
+        """Flush and close everything; ``final_model`` (the stage's output directory) is handed
+        to the trackers as a reference."""
         if self._bar is not None:
             self._bar.close()
-        if self._writer is not None:
-            self._writer.close()
+        for tracker in self._trackers:
+            tracker.finish(final_model)
         self._file.close()
+
+
+def stage_logger(ctx: Any, stage: Any, *, start_step: int = 0) -> MetricsLogger:
+    """The ``MetricsLogger`` of ``stage`` as the recipe's ``logging`` section asks for."""
+    from rlsys.controller.trackers import TrackingSpec
+
+    recipe, lg = ctx.recipe, ctx.recipe.logging
+    spec = TrackingSpec(Path(ctx.run_dir), stage.name, project=lg.project or recipe.name,
+                        run_name=f"{recipe.name}/{stage.name}",
+                        config=recipe.model_dump(mode="json"),
+                        mlflow_tracking_uri=lg.mlflow_tracking_uri)
+    return MetricsLogger(ctx.run_dir, stage.name, stage.steps, progress=lg.progress,
+                         start_step=start_step, trackers=lg.trackers, tracking=spec)
+
+
+def truncate_stage(path: str | Path, stage: str, after_step: int) -> int:
+    """Drop the rows of ``stage`` with ``step > after_step`` (and torn lines) from the metrics
+    file at ``path``; other stages' rows stay byte for byte. Atomic (a temp file replaces the
+    original), so a crash leaves either the old or the new file. Returns the rows dropped."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in p.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line: appending after it would spoil a row
+            dropped += 1
+            continue
+        if row.get("stage") == stage and row.get("step", 0) > after_step:
+            dropped += 1
+            continue
+        kept.append(line + "\n")
+    if dropped:
+        tmp = p.with_name(p.name + ".tmp")
+        with tmp.open("w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    return dropped
 
 
 def _fmt(value: Any) -> str:

@@ -33,7 +33,7 @@ from rlsys.controller.experience import (
     select,
 )
 from rlsys.controller.learners import Learners, split_rows
-from rlsys.controller.metrics import MetricsLogger, plot_curves
+from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
 
 
@@ -98,10 +98,7 @@ class RLStage:
                                       seed=ctx.recipe.seed)
         self.dir = ctx.stage_dir(stage.name)
         self.step = self._resume()
-        lg = ctx.recipe.logging
-        self.logger = MetricsLogger(ctx.run_dir, stage.name, stage.steps,
-                                    tensorboard=lg.tensorboard, progress=lg.progress,
-                                    start_step=self.step)
+        self.logger = stage_logger(ctx, stage, start_step=self.step)
         # the pool's weight version, not 0: the pool outlives stages and _resume syncs it
         self.version = self.rollout.weights_version
 
@@ -271,7 +268,7 @@ class RLStage:
         for group in (self.policy, self.reference, self.critic):
             if group is not None:
                 group.shutdown()
-        self.logger.close()
+        self.logger.close(final_model=final)
         if self.recipe.logging.plot:
             plot_curves(self.ctx.run_dir, self.stage.name,
                         ["reward/mean", "accuracy/drawn", "response_length/mean", "kl"],

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from rlsys.controller.learners import Learners
-from rlsys.controller.metrics import MetricsLogger, plot_curves
+from rlsys.controller.metrics import plot_curves, stage_logger
 
 
 def _with_system(record: dict[str, Any], system: str | None) -> dict[str, Any]:
@@ -86,10 +86,7 @@ class _StageRun:
         self.dir = ctx.stage_dir(stage.name)
         self.learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr)
         self.start_step = self._resume()
-        lg = ctx.recipe.logging
-        self.logger = MetricsLogger(ctx.run_dir, stage.name, stage.steps,
-                                    tensorboard=lg.tensorboard, progress=lg.progress,
-                                    start_step=self.start_step)
+        self.logger = stage_logger(ctx, stage, start_step=self.start_step)
 
     def _resume(self) -> int:
         from learner.checkpoint import latest_checkpoint
@@ -132,7 +129,7 @@ class _StageRun:
                                               "sampler": self.sampler.state_dict()},
                                       training_state=False)
         self.learners.shutdown()
-        self.logger.close()
+        self.logger.close(final_model=final)
         if self.ctx.recipe.logging.plot:
             plot_curves(self.ctx.run_dir, self.stage.name, keys,
                         self.ctx.run_dir / f"{self.stage.name}_curves.png")
