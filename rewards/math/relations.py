@@ -6,16 +6,19 @@ keeps its first and last parts; ``x \\in S`` is ``S``; two equations are equal w
 ``(l1 - r1) / (l2 - r2)`` is a non-zero constant; two inequalities when their normalised
 differences (``big - small``) have the same strictness and a positive constant ratio;
 ``a < x < b`` with a named middle is the interval ``(a, b)``.
-Only called from ``compare.py``; works on the same values.
+Only called from ``compare.py`` (which passes its ``same``); works on the values of
+``convert.py``.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import sympy
 
 from rewards.math import values as V
+from rewards.math.convert import scalar, value
 from rewards.math.lexer import AnswerError
 
 _EQ = {"=", "approx", "equiv", "sim"}
@@ -41,8 +44,6 @@ def name_like(node: tuple) -> bool:
 
 def normalize(rel: V.Rel):
     """Simplify chains, membership and double inequalities; may return a non-relation."""
-    from rewards.math.compare import value
-
     ops, parts = rel.ops, rel.parts
     if ops[-1] == "in":
         return value(parts[-1])
@@ -61,15 +62,14 @@ def normalize(rel: V.Rel):
 
 
 def _scalar(node: tuple):
-    from rewards.math.compare import scalar
-
     return scalar(node).expr
 
 
-def rel_vs_other(rel: V.Rel, other) -> bool:
-    """A relation against a non-relation: assignments compare by their right side."""
-    from rewards.math.compare import same, value
+def rel_vs_other(rel: V.Rel, other, *, same: Callable[[object, object], bool]) -> bool:
+    """A relation against a non-relation: assignments compare by their right side.
 
+    ``same`` is the general value comparison (``compare.same``), passed in so that this module
+    does not import ``compare`` back."""
     norm = normalize(rel)
     if not isinstance(norm, V.Rel):
         return same(norm, other)
@@ -105,16 +105,14 @@ def _as_interval(rel: V.Rel):
     return V.SetV(sympy.Interval(bound, sympy.oo, _MORE[op], True))
 
 
-def same_rel(a: V.Rel, b: V.Rel) -> bool:
-    """Two relations (pred, gold)."""
-    from rewards.math.compare import same, value
-
+def same_rel(a: V.Rel, b: V.Rel, *, same: Callable[[object, object], bool]) -> bool:
+    """Two relations (pred, gold); ``same`` compares their parts (``compare.same``)."""
     na, nb = normalize(a), normalize(b)
     if not isinstance(na, V.Rel) or not isinstance(nb, V.Rel):
         if isinstance(na, V.Rel):
-            return rel_vs_other(na, nb)
+            return rel_vs_other(na, nb, same=same)
         if isinstance(nb, V.Rel):
-            return rel_vs_other(nb, na)
+            return rel_vs_other(nb, na, same=same)
         return same(na, nb)
     if len(na.ops) == 1 and len(nb.ops) == 1:
         op_a, op_b = na.ops[0], nb.ops[0]
