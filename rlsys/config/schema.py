@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SFT_KINDS = ("cpt", "sft")
 RL_KINDS = ("ppo", "grpo", "rloo", "reinforce_pp")
 DATA_GEN_KINDS = ("rejection_sampling", "preference_pairs", "self_instruct")
-STAGE_KINDS = (*SFT_KINDS, "dpo", *RL_KINDS, "eval", *DATA_GEN_KINDS)
+STAGE_KINDS = (*SFT_KINDS, "dpo", *RL_KINDS, "eval", *DATA_GEN_KINDS, "rm", "merge")
+#: merge methods (``rlsys.algo.merge.MERGE_METHODS``)
+MERGE_METHODS = ("linear", "task_arithmetic", "ties", "slerp")
 #: the advantage estimator each RL stage kind uses unless ``algo.estimator`` says otherwise
 DEFAULT_ESTIMATOR = {"ppo": "gae", "grpo": "grpo", "rloo": "rloo", "reinforce_pp": "reinforce_pp"}
 
@@ -318,6 +320,46 @@ class GenerateConfig(Strict):
         return self
 
 
+class RewardModelConfig(Strict):
+    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin m: loss is "
+                                                 "-log sigmoid(r_chosen - r_rejected - m).")
+    eval_sources: list[str] = Field(default_factory=list, description="Held-out pair sources "
+                                    "for pair accuracy (default: every split=eval pair source).")
+    max_eval_pairs: int | None = Field(None, ge=1, description="Limit held-out pairs per source.")
+
+
+class MergeModelConfig(Strict):
+    path: str = Field(..., description="'input' (the previous stage's model), 'base' (model.path)"
+                                       ", 'stage:NAME' (an earlier stage's final model), or an HF "
+                                       "directory / short model name.")
+    weight: float = Field(1.0, description="Weight (linear, task_arithmetic, ties; unused by "
+                                           "slerp).")
+
+
+class MergeConfig(Strict):
+    method: Literal[MERGE_METHODS] = Field(..., description="How to merge: linear, "  # type: ignore[valid-type]
+                                           "task_arithmetic, ties or slerp.")
+    models: list[MergeModelConfig] = Field(..., min_length=1, description="Models to merge "
+                                           "(same architecture); slerp: exactly 2, t=0 is the "
+                                           "first.")
+    base: str | None = Field(None, description="Common ancestor for task_arithmetic / ties (same "
+                                               "forms as models[].path).")
+    t: float = Field(0.5, ge=0, le=1, description="slerp interpolation factor.")
+    density: float = Field(1.0, gt=0, le=1, description="ties: fraction of each task vector kept.")
+    scale: float = Field(1.0, description="task_arithmetic / ties: scale of the merged task "
+                                          "vector.")
+
+    @model_validator(mode="after")
+    def _method_args(self) -> MergeConfig:
+        if self.method == "slerp" and len(self.models) != 2:
+            raise ValueError(f"models: slerp merges exactly 2 models, got {len(self.models)}")
+        needs_base = self.method in ("task_arithmetic", "ties")
+        if needs_base != (self.base is not None):
+            raise ValueError(f"base: {self.method} " + ("needs" if needs_base else "takes no")
+                             + " base model")
+        return self
+
+
 class StageConfig(Strict):
     name: str = Field(..., description="Unique stage name (used in the run dir).")
     kind: Literal[STAGE_KINDS] = Field(..., description="What the stage does.")  # type: ignore[valid-type]
@@ -332,6 +374,8 @@ class StageConfig(Strict):
     algo: AlgoConfig | None = Field(None, description="RL options (RL kinds only).")
     dpo: DPOConfig | None = Field(None, description="DPO options (dpo only).")
     generate: GenerateConfig | None = Field(None, description="Synthetic-data options.")
+    rm: RewardModelConfig | None = Field(None, description="Reward-model options (rm only).")
+    merge: MergeConfig | None = Field(None, description="Merge options (merge only, required).")
 
     @model_validator(mode="after")
     def _sections(self) -> StageConfig:
@@ -339,6 +383,10 @@ class StageConfig(Strict):
             raise ValueError(f"'algo' is only for RL stages {RL_KINDS}, not {self.kind!r}")
         if self.dpo is not None and self.kind != "dpo":
             raise ValueError("'dpo' options are only for kind 'dpo'")
+        if self.rm is not None and self.kind != "rm":
+            raise ValueError("'rm' options are only for kind 'rm'")
+        if (self.merge is not None) != (self.kind == "merge"):
+            raise ValueError("kind 'merge' needs a 'merge' section; other kinds take none")
         if self.kind in DATA_GEN_KINDS and self.generate is None:
             raise ValueError(f"kind {self.kind!r} needs a 'generate' section")
         if self.generate is not None and self.generate.judge and self.kind != "preference_pairs":

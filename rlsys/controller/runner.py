@@ -94,6 +94,14 @@ def _stage_runner(kind: str):
         from rlsys.controller.synthetic import run_synthetic_stage
 
         return run_synthetic_stage
+    if kind == "rm":
+        from rlsys.controller.reward_model import run_rm_stage
+
+        return run_rm_stage
+    if kind == "merge":
+        from rlsys.controller.merge import run_merge_stage
+
+        return run_merge_stage
     raise ValueError(f"no runner for stage kind {kind!r}")
 
 
