@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from actors.engines.base import build_engine
+from actors.engines import build_engine
 from actors.weight_sync import PackedState, unpack_state_dict
 from rlsys.types import Completion
 

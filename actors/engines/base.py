@@ -1,4 +1,4 @@
-"""The rollout-engine contract and the engine registry.
+"""The rollout-engine contract (the registry of engines is in ``actors/engines/__init__.py``).
 
 A rollout engine turns prompt token ids into sampled ``Completion`` objects (``rlsys.types``),
 reloads weights in place, and recomputes teacher-forced log-probs of given responses. Engines
@@ -20,10 +20,8 @@ At ``temperature=1, top_p=1`` both modes agree. This module defines the contract
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-from rlsys.registry import Registry
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,31 +69,6 @@ class RolloutEngine(Protocol):
     def close(self) -> None:
         """Release the model and any engine processes."""
         ...
-
-
-#: engine name -> constructor(model_path, **engine_kwargs) -> RolloutEngine
-ENGINES: Registry[Callable[..., Any]] = Registry("rollout engine")
-
-
-def _hf(model_path: str, **kwargs: Any) -> RolloutEngine:
-    from actors.engines.hf import HFEngine
-
-    return HFEngine(model_path, **kwargs)
-
-
-def _vllm(model_path: str, **kwargs: Any) -> RolloutEngine:
-    from actors.engines.vllm import VLLMEngine
-
-    return VLLMEngine(model_path, **kwargs)
-
-
-ENGINES.register("hf", _hf)
-ENGINES.register("vllm", _vllm)
-
-
-def build_engine(name: str, model_path: str, **engine_kwargs: Any) -> RolloutEngine:
-    """Construct the engine registered as ``name`` (``hf``, ``vllm``) for ``model_path``."""
-    return ENGINES.get(name)(model_path, **engine_kwargs)
 
 
 def check_sampling_args(

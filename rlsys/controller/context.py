@@ -50,6 +50,11 @@ def local_cpus_needed(recipe: Recipe) -> int:
     return max(os.cpu_count() or 1, math.ceil(ranks * groups + rollout))
 
 
+def resolve_run_dir(recipe: Recipe, run_dir: str | None) -> Path:
+    """The run dir: ``--run-dir`` or the recipe's ``logging.run_dir`` with ``{name}`` filled."""
+    return Path(run_dir or recipe.logging.run_dir.format(name=recipe.name)).resolve()
+
+
 class RunContext:
     """Shared state of one ``rlsys train`` / ``rlsys eval`` run. Use as a context manager."""
 

@@ -176,8 +176,7 @@ def run_eval_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
 def eval_checkpoint(recipe: Any, checkpoint: str, *, address: str | None = None,
                     output: str | None = None) -> dict[str, Any]:
     """``rlsys eval``: evaluate ``checkpoint`` (a dir or short name) with the recipe's eval."""
-    from rlsys.controller.context import RunContext
-    from rlsys.controller.runner import resolve_run_dir
+    from rlsys.controller.context import RunContext, resolve_run_dir
     from rlsys.modeling import resolve_model
 
     model_path = resolve_model(checkpoint)

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from rlsys.config import Recipe
-from rlsys.controller.context import RunContext
+from rlsys.controller.context import RunContext, resolve_run_dir
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -64,11 +64,6 @@ class RunState:
     def eval_result(self, label: str) -> dict[str, Any] | None:
         """A recorded eval result by label."""
         return next((e for e in self.data["evals"] if e["label"] == label), None)
-
-
-def resolve_run_dir(recipe: Recipe, run_dir: str | None) -> Path:
-    """The run dir: ``--run-dir`` or the recipe's ``logging.run_dir`` with ``{name}`` filled."""
-    return Path(run_dir or recipe.logging.run_dir.format(name=recipe.name)).resolve()
 
 
 def _stage_runner(kind: str):

@@ -4,8 +4,8 @@ shape, local Ray gets enough logical CPUs for the recipe's actors."""
 from pathlib import Path
 
 from rlsys.config import recipe_from_dict
-from rlsys.controller.context import local_cpus_needed
-from rlsys.controller.runner import RunState, accuracy_summary, resolve_run_dir
+from rlsys.controller.context import local_cpus_needed, resolve_run_dir
+from rlsys.controller.runner import RunState, accuracy_summary
 
 
 def test_run_state_roundtrip(tmp_path):
