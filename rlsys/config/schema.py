@@ -182,15 +182,16 @@ class LoggingConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _legacy_tensorboard(cls, data: Any) -> Any:
-        # ``tensorboard: true/false`` (older recipes) is shorthand for the tracker list
+        # ``tensorboard: true/false`` (older recipes, --set) adds/removes it from ``trackers``
         if isinstance(data, dict) and "tensorboard" in data:
             data = dict(data)
             flag = data.pop("tensorboard")
             if not isinstance(flag, bool):
                 raise ValueError("tensorboard: must be true or false (or use trackers)")
-            if "trackers" in data and ("tensorboard" in data["trackers"]) != flag:
-                raise ValueError("tensorboard and trackers disagree; set trackers only")
-            data.setdefault("trackers", ["tensorboard"] if flag else [])
+            trackers = data.get("trackers", ["tensorboard"])
+            if isinstance(trackers, list):
+                rest = [t for t in trackers if t != "tensorboard"]
+                data["trackers"] = ["tensorboard", *rest] if flag else rest
         return data
 
     @model_validator(mode="after")
