@@ -5,12 +5,15 @@ draws ``num_samples`` items; each draw picks a source with probability proportio
 phase's weights (e.g. 99 % domain text, 1 % general replay), then takes the next index of that
 source's current epoch permutation. A source that runs out starts a new epoch with a fresh
 permutation; a source's position carries over between phases. ``MixtureSampler`` is the
-one-phase case.
+one-phase case. A phase with ``num_samples=None`` is open: the last one never ends, an earlier one
+lasts until ``end_phase()`` is called (a stage that switches phases by trained tokens, not by
+draws, ends a phase when its token budget is spent).
 
 Determinism and resume: the source choices for draws ``[1024 b, 1024 (b+1))`` come from a
 generator seeded with ``(seed, phase, b)`` and a source's epoch-``e`` permutation from
 ``(seed, source index, e)``, so the whole stream is a pure function of the seed. The state is
-only counters (``state_dict()``: draws made and each source's epoch/position), JSON-friendly;
+only counters (``state_dict()``: draws made, each source's epoch/position and the lengths of
+phases ended by ``end_phase``), JSON-friendly;
 ``load_state_dict`` continues the exact same stream. Sources are ordered by name, so the order
 of the ``sizes``/``weights`` dicts does not matter. This module does not load or encode data.
 """
@@ -43,8 +46,8 @@ class Curriculum:
     """Weighted source mixing whose weights change by phase; see the module docstring.
 
     Args:
-        phases: ``[(num_samples, weights), ...]``; only the last phase may have
-            ``num_samples=None`` (endless).
+        phases: ``[(num_samples, weights), ...]``; ``num_samples=None`` makes a phase open
+            (the last: endless; an earlier one: until ``end_phase()``).
         sizes: number of items per source.
         seed: the seed of the whole stream.
     """
@@ -61,19 +64,15 @@ class Curriculum:
         self.names = sorted(sizes)
         self.sizes = dict(sizes)
         self.seed = int(seed)
-        self._bounds: list[int | None] = []  # cumulative end of each phase
+        self._lengths: list[int | None] = []  # draws per phase; None = open
         self._probs: list[np.ndarray] = []
-        total = 0
         for k, (num_samples, weights) in enumerate(phases):
             _check_weights(sizes, weights, k)
-            if num_samples is None and k != len(phases) - 1:
-                raise ValueError(f"phase {k}: only the last phase may have num_samples=None")
             if num_samples is not None and num_samples < 0:
                 raise ValueError(f"phase {k}: num_samples must be >= 0, got {num_samples}")
             raw = np.array([float(weights[n]) for n in self.names])
             self._probs.append(raw / raw.sum())
-            total = None if num_samples is None else total + num_samples
-            self._bounds.append(total)
+            self._lengths.append(num_samples)
         self._drawn = 0
         self._epochs = dict.fromkeys(self.names, 0)
         self._positions = dict.fromkeys(self.names, 0)
@@ -81,20 +80,36 @@ class Curriculum:
         self._perm_cache: dict[str, tuple[int, np.ndarray]] = {}
 
     def __len__(self) -> int:
-        if self._bounds[-1] is None:
-            raise TypeError("an endless curriculum has no length")
-        return self._bounds[-1]
+        if any(n is None for n in self._lengths):
+            raise TypeError("a curriculum with an open phase has no length")
+        return sum(self._lengths)  # type: ignore[arg-type]
 
     @property
     def num_drawn(self) -> int:
         """Number of items drawn so far."""
         return self._drawn
 
+    @property
+    def phase(self) -> int | None:
+        """The phase the next draw comes from (None when the stream is exhausted)."""
+        return self._phase(self._drawn)
+
     def _phase(self, draw: int) -> int | None:
-        for k, bound in enumerate(self._bounds):
-            if bound is None or draw < bound:
+        start = 0
+        for k, length in enumerate(self._lengths):
+            if length is None or draw < start + length:
                 return k
+            start += length
         return None
+
+    def end_phase(self) -> None:
+        """End the current phase now: the next draw comes from the next phase.
+
+        Raises ``ValueError`` in the last phase (it has nothing to switch to)."""
+        k = self.phase
+        if k is None or k == len(self._lengths) - 1:
+            raise ValueError("end_phase: already in the last phase")
+        self._lengths[k] = self._drawn - sum(self._lengths[:k])  # type: ignore[arg-type]
 
     def _choice(self, phase: int, draw: int) -> int:
         block = draw // _BLOCK
@@ -136,6 +151,7 @@ class Curriculum:
             "positions": dict(self._positions),
             "seed": self.seed,
             "sizes": dict(self.sizes),
+            "lengths": list(self._lengths),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -148,6 +164,11 @@ class Curriculum:
         self._drawn = int(state["drawn"])
         self._epochs = {n: int(state["epochs"][n]) for n in self.names}
         self._positions = {n: int(state["positions"][n]) for n in self.names}
+        if "lengths" in state:  # phases ended early by ``end_phase``
+            if len(state["lengths"]) != len(self._lengths):
+                raise ValueError(f"sampler state has {len(state['lengths'])} phases, this "
+                                 f"curriculum has {len(self._lengths)}")
+            self._lengths = list(state["lengths"])
 
 
 class MixtureSampler(Curriculum):

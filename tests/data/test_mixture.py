@@ -92,8 +92,8 @@ def test_bad_configuration_is_named():
         MixtureSampler(SIZES, {"domain": 1.0}, seed=0)
     with pytest.raises(ValueError, match="'replay' has weight 1.0 but no items"):
         MixtureSampler({"domain": 3, "replay": 0}, {"domain": 1.0, "replay": 1.0}, seed=0)
-    with pytest.raises(ValueError, match="only the last phase"):
-        Curriculum([(None, WEIGHTS), (5, WEIGHTS)], sizes=SIZES, seed=0)
+    with pytest.raises(ValueError, match="num_samples must be >= 0"):
+        Curriculum([(-1, WEIGHTS), (5, WEIGHTS)], sizes=SIZES, seed=0)
     sampler = MixtureSampler(SIZES, WEIGHTS, seed=0)
     with pytest.raises(ValueError, match="seed 1"):
         MixtureSampler(SIZES, WEIGHTS, seed=1).load_state_dict(sampler.state_dict())
@@ -105,3 +105,25 @@ def test_batches_helper():
     assert sizes == [4, 4, 2]
     sampler = MixtureSampler(SIZES, WEIGHTS, seed=0, num_samples=10)
     assert [len(b) for b in batches(sampler, 4, drop_last=True)] == [4, 4]
+
+
+def test_open_phase_lasts_until_end_phase_and_resumes_exactly():
+    only_domain = {"domain": 1.0, "replay": 0.0, "chat": 0.0}
+    only_replay = {"domain": 0.0, "replay": 1.0, "chat": 0.0}
+    phases = [(None, only_domain), (None, only_replay)]
+    sampler = Curriculum(phases, sizes=SIZES, seed=3)
+    first = [next(sampler) for _ in range(30)]
+    assert {name for name, _ in first} == {"domain"} and sampler.phase == 0
+    sampler.end_phase()
+    assert sampler.phase == 1
+    state = sampler.state_dict()
+    assert state["lengths"] == [30, None]
+    rest = [next(sampler) for _ in range(10)]
+    assert {name for name, _ in rest} == {"replay"}
+    resumed = Curriculum(phases, sizes=SIZES, seed=3)
+    resumed.load_state_dict(state)
+    assert [next(resumed) for _ in range(10)] == rest
+    with pytest.raises(ValueError, match="last phase"):
+        sampler.end_phase()
+    with pytest.raises(TypeError, match="open phase"):
+        len(sampler)
