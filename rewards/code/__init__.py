@@ -23,6 +23,26 @@ top-level statement of the tests completed. How:
   and >= 1 assertion held. The candidate's stdout, stderr and exit code never decide "passed".
 * stdin/stdout cases: the expected output never enters the sandbox; the host compares.
 
+What a candidate object may answer (the rule; ``_judge.RemoteRef``). A value that is not plain
+data stays in the candidate and answers only *data queries*, whose reply is plain data the judge
+then inspects: a call, a non-dunder attribute read, ``len()``, ``obj[key]``, iteration (the
+object becomes a list). Every *predicate* and conversion is decided by the judge without
+asking the candidate: truth value (an error), ``==``/``!=`` (proxy identity), ``in`` (plain
+``==`` membership in the list the object iterates to, never its ``__contains__``), ordering,
+hashing (by identity), arithmetic, ``int``/``float``/``round``/``abs``/``__index__``, ``str``
+and ``format`` (a fixed placeholder) and ``type``/``isinstance``/``__class__`` (the proxy
+class). So a universal answer ("contains everything", "equals everything") has nothing to hook.
+
+Candidate exceptions. An exception raised by the candidate is raised into the tests as its
+builtin type (so ``except ValueError`` in the tests works; non-builtin and BaseException types
+become ``RemoteError``), and recorded. It fails the statement unless an ``except`` clause of the
+tests themselves handles it (``rewrite`` marks every clause): swallowed anywhere else (a
+``map``/``filter``/``zip``/``next(it, default)`` ending on StopIteration, ``hasattr``/
+``getattr(obj, name, default)`` on AttributeError, ``length_hint``, any library code) it would
+steer the tests' control flow, so the statement fails whatever the type. Two replies are
+answers, not errors: AttributeError of an attribute read ("absent") and TypeError of ``len()``
+("no length"). A tests' bare ``except:`` cannot swallow a failed assert either.
+
 Not defended: tests that take helpers from the candidate (names the tests use but never
 define are looked up in the candidate, so such helpers are as trustworthy as the candidate).
 Limitations: arguments are passed by value (tests that inspect in-place mutation of an argument

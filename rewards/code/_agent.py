@@ -52,6 +52,8 @@ def _handle(request, refs):
         return getattr(obj, request["attr"])
     if op == "iter":
         return list(obj)
+    if op == "len":
+        return len(obj)
     args = decode(request["args"], refs.__getitem__)
     kwargs = decode(request["kwargs"], refs.__getitem__)
     if request.get("attr"):

@@ -3,9 +3,12 @@
 Runs in its own sandbox (the bootstrap installs ``_codec``); no candidate code is ever loaded
 here. Names the tests take from the candidate are ``RemoteRef`` proxies: calling one sends the
 arguments to the candidate agent and returns its answer decoded as plain data (or another
-proxy). Proxies have no truth value and compare by identity, so every assertion is evaluated
-by trusted code on trusted types. The final report goes to a pipe only the host reads.
-argv: spec_fd report_fd call_fd reply_fd.
+proxy). A proxy answers only data queries (call, attribute, ``len``, ``[]``, iteration); every
+predicate on it (truth, ``==``, ``in``, order, hash, arithmetic, conversions, type) is decided
+here, so every assertion is evaluated by trusted code on trusted types. A candidate exception
+is raised into the tests as its builtin type but fails the statement unless an ``except`` of
+the tests handles it (``_PENDING``). The final report goes to a pipe only the host reads.
+Rules in full: ``rewards.code``. argv: spec_fd report_fd call_fd reply_fd.
 """
 
 import builtins
@@ -17,6 +20,10 @@ from _codec import LineReader, decode, encode, read_all, send
 
 class _Fail(BaseException):
     """An assertion of the tests did not hold (BaseException: tests' ``except`` can't eat it)."""
+
+
+class _Swallowed(BaseException):
+    """A candidate exception was handled by something other than an ``except`` of the tests."""
 
 
 class CandidateGone(BaseException):
@@ -49,7 +56,9 @@ class _Channel:
             raise CandidateGone("garbled reply")
         return message
 
-    def rpc(self, request):
+    def rpc(self, request, answer=None):
+        """The candidate's reply to ``request``; a candidate exception is raised here and
+        recorded in ``_PENDING``, except an ``answer`` type (it means "absent", not "error")."""
         try:
             send(self.call_fd, request)
         except OSError:
@@ -61,13 +70,45 @@ class _Channel:
             except (ValueError, TypeError, RecursionError) as exc:
                 raise CandidateGone(f"garbled reply: {exc}") from None
         name, text = reply.get("exc") or ("RemoteError", "garbled reply")
+        message = f"{str(text)[:300]} (raised by the candidate)"
+        if answer is not None and name == answer.__name__:
+            raise answer(message)
         cls = getattr(builtins, str(name), None)
         if not (isinstance(cls, type) and issubclass(cls, Exception)):
-            cls = RemoteError
-        raise cls(f"{str(text)[:300]} (raised by the candidate)")
+            cls = RemoteError  # BaseException types (SystemExit, GeneratorExit...) and others
+        try:
+            exc = cls(message)
+        except Exception:  # e.g. UnicodeDecodeError needs five arguments
+            exc = RemoteError(f"{name}: {message}")
+        _PENDING.append(exc)
+        raise exc
 
 
 _CHANNEL = None
+# Candidate exceptions raised into the current statement that no ``except`` of the tests has
+# handled yet. One left when an assert runs or the statement ends means that something else
+# (map/filter/zip/next ending on StopIteration, hasattr/getattr on AttributeError, any library
+# code) swallowed it and the tests' control flow was steered by the candidate: a failure.
+_PENDING = []
+
+
+def _caught():
+    """First call of every ``except`` clause of the tests (inserted by ``rewrite``)."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, (_Fail, _Swallowed, CandidateGone, CandidateOutput)):
+        raise exc  # the judge's own signals are not the tests' to swallow
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        _PENDING[:] = [p for p in _PENDING if p is not exc]
+        exc = exc.__cause__ or exc.__context__
+
+
+def _check_pending():
+    if _PENDING:
+        exc = _PENDING[0]
+        raise _Swallowed(f"the candidate raised {type(exc).__name__} ({str(exc)[:200]}) and "
+                         "it was swallowed outside the tests' own except clauses")
 
 
 def _to_ref(value):
@@ -95,22 +136,26 @@ class RemoteRef:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        return _CHANNEL.rpc({"op": "getattr", "ref": self._ref, "attr": name})
+        # An absent attribute is an answer (hasattr, getattr with a default), not an error.
+        return _CHANNEL.rpc({"op": "getattr", "ref": self._ref, "attr": name}, AttributeError)
 
     def __iter__(self):
-        return iter(_CHANNEL.rpc({"op": "iter", "ref": self._ref}))
+        items = _CHANNEL.rpc({"op": "iter", "ref": self._ref})
+        if type(items) is not list:
+            raise CandidateGone("garbled reply to iter")
+        return iter(items)
 
     def __len__(self):
-        try:
-            return self._call("__len__", (), {})
-        except AttributeError:  # like len() of an object without __len__ (list() relies on it)
-            raise TypeError("candidate object has no len()") from None
+        # The TypeError of an object without len() is an answer: list() relies on it.
+        return _CHANNEL.rpc({"op": "len", "ref": self._ref}, TypeError)
 
     def __getitem__(self, key):
         return self._call("__getitem__", (key,), {})
 
     def __contains__(self, key):
-        return self._call("__contains__", (key,), {})
+        # Membership is judged here, on the plain data the object iterates to: the candidate's
+        # own __contains__ would be a predicate it answers for itself.
+        return key in list(self.__iter__())
 
     def __bool__(self):
         raise TypeError("a candidate object has no trusted truth value")
@@ -155,18 +200,25 @@ def _run_statements(statements, namespace):
     passed_asserts = set()
 
     def check(index, condition):
+        _check_pending()  # evaluating the condition may have swallowed one
         if not condition:
             raise _Fail(index)
         passed_asserts.add(index)
 
     namespace["__rlsys_check__"] = check
+    namespace["__rlsys_caught__"] = _caught
     completed, failures = 0, []
     for i, source in enumerate(statements):
+        _PENDING.clear()
         try:
             exec(compile(source, f"<tests statement {i + 1}>", "exec"), namespace)
+            _check_pending()
             completed += 1
         except _Fail as exc:
             failures.append({"stmt": i, "kind": "assert", "msg": f"assert #{exc.args[0]} failed"})
+        except _Swallowed as exc:
+            failures.append({"stmt": i, "kind": "exception", "type": "Swallowed",
+                             "msg": str(exc)})
         except CandidateOutput as exc:
             failures.append({"stmt": i, "kind": "output", "msg": str(exc)})
             break

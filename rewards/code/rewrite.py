@@ -3,6 +3,9 @@
 The tests are trusted text (they come with the data set), parsed here with ``ast`` and never
 executed on the host. Each ``assert`` becomes an explicit ``__rlsys_check__(index, condition)``
 call, so ``python -O`` cannot strip it and every executed assertion is counted by the judge.
+Each ``except`` clause starts with ``__rlsys_caught__()``, which tells the judge that the tests
+themselves handled the exception in flight (a candidate exception handled anywhere else, e.g.
+a StopIteration ending a ``map``, fails the statement; see ``rewards.code``).
 Free names (used but never bound by the tests, not builtins) are split into standard-library
 modules, which the judge imports itself, and names the candidate must provide.
 This module does not run anything and does not talk to the sandbox.
@@ -16,6 +19,7 @@ import sys
 from dataclasses import dataclass
 
 CHECK_NAME = "__rlsys_check__"
+CAUGHT_NAME = "__rlsys_caught__"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class _AssertRewriter(ast.NodeTransformer):
         call = ast.Call(ast.Name(CHECK_NAME, ast.Load()),
                         [ast.Constant(self.count), self.visit(node.test)], [])
         return ast.copy_location(ast.Expr(call), node)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+        self.generic_visit(node)
+        mark = ast.Expr(ast.Call(ast.Name(CAUGHT_NAME, ast.Load()), [], []))
+        node.body.insert(0, ast.copy_location(mark, node))
+        return node
 
 
 def _free_names(tree: ast.Module) -> tuple[set[str], set[str]]:
@@ -77,7 +87,7 @@ def prepare_tests(tests: str) -> PreparedTests:
     if rewriter.count == 0:
         raise ValueError("tests: contain no assert statement, so nothing could be checked")
     free, attr_only = _free_names(tree)
-    free.discard(CHECK_NAME)
+    free -= {CHECK_NAME, CAUGHT_NAME}
     stdlib = sorted(n for n in free if n in sys.stdlib_module_names and n in attr_only)
     return PreparedTests(statements=[ast.unparse(stmt) for stmt in tree.body],
                          n_asserts=rewriter.count, stdlib=stdlib,
