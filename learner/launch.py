@@ -88,9 +88,10 @@ class _GroupMixin:
 class InProcessLearnerGroup(_GroupMixin):
     """A single ``Learner`` in this process behind the ``LearnerGroup`` interface."""
 
-    def __init__(self, *, master_port: int | None = None, **learner_kwargs: Any) -> None:
+    def __init__(self, *, master_port: int | None = None, learner_cls: type = Learner,
+                 **learner_kwargs: Any) -> None:
         self.world_size = 1
-        self.learner = Learner(
+        self.learner = learner_cls(
             rank=0,
             world_size=1,
             master_addr="127.0.0.1",
@@ -127,7 +128,8 @@ def cpu_threads(num_cpus: float) -> int:
 
 
 class LearnerGroup(_GroupMixin):
-    """``world_size`` Ray actors running ``Learner``, one per rank."""
+    """``world_size`` Ray actors running ``learner_cls`` (default ``Learner``; a subclass such
+    as ``learner.reward.RewardLearner``), one per rank."""
 
     def __init__(
         self,
@@ -137,6 +139,7 @@ class LearnerGroup(_GroupMixin):
         num_gpus_per_actor: float = 0,
         timeout_s: float = 600.0,
         init_timeout_s: float = 600.0,
+        learner_cls: type = Learner,
         **learner_kwargs: Any,
     ) -> None:
         import ray
@@ -152,7 +155,7 @@ class LearnerGroup(_GroupMixin):
             threads = cpu_threads(num_cpus_per_actor)
             env_vars["OMP_NUM_THREADS"] = str(threads)
             learner_kwargs.setdefault("num_threads", threads)
-        remote_learner = ray.remote(Learner)
+        remote_learner = ray.remote(learner_cls)
         driver_node = ray.get_runtime_context().get_node_id()
         self.actors = []
         for rank in range(world_size):

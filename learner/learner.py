@@ -122,8 +122,8 @@ class Learner:
         )
         seed_everything(seed)  # same on all ranks: identical freshly initialised heads
         self.model_dir = resolve_model(model_path)
-        model = load_model(
-            self.model_dir, ds_config, value_head=value_head, dtype=DTYPES[dtype],
+        model = self._load_model(
+            ds_config, value_head=value_head, dtype=DTYPES[dtype],
             gradient_checkpointing=gradient_checkpointing,
         )  # fmt: skip
         self._engine = create_engine(
@@ -141,6 +141,17 @@ class Learner:
         )  # fmt: skip
         self._tokenizer = maybe_tokenizer(self.model_dir) if rank == 0 else None
         seed_everything(seed + rank)
+
+    def _load_model(
+        self, ds_config: dict[str, Any], *, value_head: bool, dtype: torch.dtype,
+        gradient_checkpointing: bool,
+    ) -> torch.nn.Module:
+        """The module to train: a causal LM or critic (``learner.loading.load_model``).
+        Subclasses build other heads (``learner.reward.RewardLearner``)."""
+        return load_model(
+            self.model_dir, ds_config, value_head=value_head, dtype=dtype,
+            gradient_checkpointing=gradient_checkpointing,
+        )  # fmt: skip
 
     def info(self) -> dict[str, Any]:
         """Plain facts about this rank (Ray callers cannot read attributes directly)."""

@@ -15,6 +15,21 @@ from typing import Any
 from rewards.base import RewardItem, Score
 
 
+def render_messages(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """The text a reward classifier sees for a chat: the tokenizer's chat template when it has
+    one, else one ``"Role: content"`` line per message (``User: ...\nAssistant: ...``). The
+    ``rm`` stage trains on exactly this text (``rlsys.controller.reward_model``)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether ``render_messages`` uses a chat template (which then writes the special tokens,
+    so tokenize with ``add_special_tokens=False``)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 class ModelReward:
     """Scores with ``AutoModelForSequenceClassification`` (``num_labels=1``) loaded from ``path``.
 
@@ -56,15 +71,12 @@ class ModelReward:
 
     @property
     def _has_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return has_chat_template(self.tokenizer)
 
     def render(self, prompt: str, response: str) -> str:
         """The text the classifier sees for one (prompt, response) pair."""
-        if self._has_template:
-            messages = [{"role": "user", "content": prompt},
-                        {"role": "assistant", "content": response}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return f"User: {prompt}\nAssistant: {response}"
+        return render_messages(self.tokenizer, [{"role": "user", "content": prompt},
+                                                {"role": "assistant", "content": response}])
 
     def score(self, items: Sequence[RewardItem]) -> list[Score]:
         """One scalar per item; items that cannot be rendered become per-item errors."""

@@ -187,9 +187,11 @@ class RunContext:
         return self._reward
 
     def reward_spec(self) -> dict[str, Any]:
-        """Plain ``{"name", "kwargs"}`` for ``rewards.get_reward``."""
+        """Plain ``{"name", "kwargs"}`` for ``rewards.get_reward``; ``{run_dir}`` in a string
+        argument is expanded (e.g. the path of a reward model an ``rm`` stage trained)."""
         rc = self.recipe.reward
-        kwargs = dict(rc.kwargs)
+        kwargs = {k: self.resolve_path(v) if isinstance(v, str) else v
+                  for k, v in rc.kwargs.items()}
         if rc.url:
             kwargs.setdefault("url", rc.url)
         return {"name": rc.type, "kwargs": kwargs}

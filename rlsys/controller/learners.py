@@ -68,7 +68,8 @@ class Learners:
     """A learner group as the controller uses it (``world_size`` ranks)."""
 
     def __init__(self, recipe: Any, model_path: str, *, total_steps: int,
-                 lr: float | None = None, value_head: bool = False, name: str = "policy") -> None:
+                 lr: float | None = None, value_head: bool = False, name: str = "policy",
+                 learner_cls: type | None = None) -> None:
         from learner.launch import LearnerGroup
 
         lc = recipe.learner
@@ -77,6 +78,7 @@ class Learners:
         self.group = LearnerGroup(
             lc.num_ranks, num_cpus_per_actor=lc.num_cpus_per_rank,
             num_gpus_per_actor=lc.num_gpus_per_rank, timeout_s=recipe.cluster.timeout_s,
+            **({"learner_cls": learner_cls} if learner_cls is not None else {}),
             **learner_kwargs(recipe, model_path, total_steps=total_steps, lr=lr,
                              value_head=value_head))
         self.world_size = lc.num_ranks
