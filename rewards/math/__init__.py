@@ -94,15 +94,20 @@ def verify(pred: str, gold: str, timeout: float = 5.0) -> bool:
     cached = _cached(key)
     if cached is not None:
         return cached
-    verdict = _pool(None).check(pred, gold, timeout, queue_counts=True)
+    verdict = _pool(None).verdict(pred, gold, timeout, queue_counts=True)
+    if verdict is None:  # a timeout depends on the load: never remembered
+        return False
     _remember(key, verdict)
     return verdict
 
 
 def verify_batch(pairs: Iterable[tuple[str, str]], timeout: float = 5.0,
-                 workers: int | None = None, use_cache: bool = True) -> list[bool]:
+                 workers: int | None = None, use_cache: bool = True,
+                 on_timeout: bool | None = False) -> list[bool | None]:
     """``[verify(p, g) for p, g in pairs]`` over a pool of ``workers`` processes (default:
-    one per core), deduplicating repeated pairs and using the LRU cache unless disabled."""
+    one per core), deduplicating repeated pairs and using the LRU cache unless disabled.
+    A comparison past ``timeout`` gives ``on_timeout`` (False, or None to tell timeouts
+    apart) and is never cached."""
     results: list[bool | None] = []
     todo: dict[tuple[str, str], list[int]] = {}
     for i, (pred, gold) in enumerate(pairs):
@@ -117,10 +122,10 @@ def verify_batch(pairs: Iterable[tuple[str, str]], timeout: float = 5.0,
         if verdict is None:
             todo.setdefault((pred, gold), []).append(i)
     keys = list(todo)
-    verdicts = _pool(workers).check_many(keys, timeout) if keys else []
+    verdicts = _pool(workers).verdicts(keys, timeout) if keys else []
     for key, verdict in zip(keys, verdicts, strict=True):
-        if use_cache:
+        if use_cache and verdict is not None:
             _remember(key, verdict)
         for i in todo[key]:
-            results[i] = verdict
-    return [bool(v) for v in results]
+            results[i] = on_timeout if verdict is None else verdict
+    return [v if v is None else bool(v) for v in results]

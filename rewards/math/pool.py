@@ -124,8 +124,9 @@ class VerifierPool:
                 self._idle.append(worker)
             self._cond.notify()
 
-    def check(self, pred: str, gold: str, timeout: float, queue_counts: bool = False) -> bool:
-        """One comparison in a worker; False on timeout (the worker is then replaced).
+    def verdict(self, pred: str, gold: str, timeout: float,
+                queue_counts: bool = False) -> bool | None:
+        """One comparison in a worker; None on timeout (the worker is then replaced).
 
         With ``queue_counts`` the wait for a free worker is part of ``timeout`` (``verify``
         from many threads); otherwise only the comparison itself is timed (batches).
@@ -133,19 +134,29 @@ class VerifierPool:
         deadline = time.monotonic() + timeout if queue_counts else None
         worker = self._acquire(deadline)
         if worker is None:
-            return False
+            return None
         if deadline is not None:
             timeout = max(0.0, deadline - time.monotonic())
         verdict = worker.ask(pred, gold, timeout)
         self._release(worker if verdict is not None else None)
-        return bool(verdict)
+        return verdict
+
+    def check(self, pred: str, gold: str, timeout: float, queue_counts: bool = False) -> bool:
+        """``verdict`` with a timeout reported as False."""
+        return bool(self.verdict(pred, gold, timeout, queue_counts))
+
+    def verdicts(self, pairs: Sequence[tuple[str, str]],
+                 timeout: float) -> list[bool | None]:
+        """Many comparisons, spread over the workers (one feeding thread per worker); None
+        where a comparison timed out."""
+        if len(pairs) <= 1:
+            return [self.verdict(p, g, timeout) for p, g in pairs]
+        with ThreadPoolExecutor(max_workers=min(self.size, len(pairs))) as ex:
+            return list(ex.map(lambda pair: self.verdict(pair[0], pair[1], timeout), pairs))
 
     def check_many(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[bool]:
-        """Many comparisons, spread over the workers (one feeding thread per worker)."""
-        if len(pairs) <= 1:
-            return [self.check(p, g, timeout) for p, g in pairs]
-        with ThreadPoolExecutor(max_workers=min(self.size, len(pairs))) as ex:
-            return list(ex.map(lambda pair: self.check(pair[0], pair[1], timeout), pairs))
+        """``verdicts`` with timeouts reported as False."""
+        return [bool(v) for v in self.verdicts(pairs, timeout)]
 
     def close(self) -> None:
         """Kill every idle worker (busy ones are killed by their callers' timeouts)."""

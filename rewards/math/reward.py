@@ -28,10 +28,12 @@ _CHOICE_PATTERNS = [
 
 @dataclass(frozen=True)
 class Graded:
-    """The outcome for one response: the extracted answer and whether it is correct."""
+    """The outcome for one response: the extracted answer and whether it is correct
+    (``timed_out``: the comparison ran past its timeout, so ``correct`` is False unproven)."""
 
     extracted: str | None
     correct: bool
+    timed_out: bool = False
 
 
 def choice_letter(reference: str) -> str | None:
@@ -85,9 +87,10 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout: fl
             continue
         pairs.append((pred, reference_answer(reference)))
         where.append(i)
-    verdicts = verify_batch(pairs, timeout=timeout, workers=workers, use_cache=use_cache)
+    verdicts = verify_batch(pairs, timeout=timeout, workers=workers, use_cache=use_cache,
+                            on_timeout=None)
     for i, (pred, _), verdict in zip(where, pairs, verdicts, strict=True):
-        out[i] = Graded(pred, verdict)
+        out[i] = Graded(pred, bool(verdict), timed_out=verdict is None)
     return [g for g in out if g is not None]
 
 
@@ -107,7 +110,8 @@ class MathReward:
         self.workers = workers
 
     def score(self, items: Sequence[RewardItem]) -> list[Score]:
-        """One ``Score`` per item; info carries ``extracted`` and ``correct``."""
+        """One ``Score`` per item; info carries ``extracted`` and ``correct`` (and
+        ``status: "timeout"`` when the comparison timed out: scored 0, never cached)."""
         scores: list[Score | None] = [None] * len(items)
         todo = []
         for i, item in enumerate(items):
@@ -121,6 +125,8 @@ class MathReward:
                              timeout=self.timeout, workers=self.workers)
         for i, g in zip(todo, graded, strict=True):
             bonus = self.format_bonus if has_boxed(items[i].response) else 0.0
-            scores[i] = Score(float(g.correct) + bonus,
-                              info={"extracted": g.extracted, "correct": g.correct})
+            info = {"extracted": g.extracted, "correct": g.correct}
+            if g.timed_out:  # load-dependent: the service does not cache it
+                info["status"] = "timeout"
+            scores[i] = Score(float(g.correct) + bonus, info=info)
         return [s for s in scores if s is not None]
