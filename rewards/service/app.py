@@ -3,9 +3,12 @@
 Routes: ``GET /v1/rewards``, ``POST /v1/rewards/{name}/score``, ``POST /v1/plugins``,
 ``DELETE /v1/plugins/{name}``, ``GET /healthz`` (always 200; says whether Redis is up),
 ``GET /metrics`` (Prometheus). Guards (auth, rate limit, body limit, metrics) are the ASGI
-middlewares of ``rewards.service.guards``; scoring is ``rewards.service.scoring``. The app holds
-no registry state of its own: plugins live in Redis, shared by all replicas and read on every
-request.
+middlewares of ``rewards.service.guards``; scoring is ``rewards.service.scoring``; plugin URLs
+must pass ``rewards.service.egress`` at registration (422 otherwise) and again at every call.
+A score request that arrives from another rlsys service's plugin call (``x-rlsys-hop``) is not
+proxied again to a plugin (508), so a plugin URL pointing back at a service cannot loop. The
+app holds no registry state of its own: plugins live in Redis, shared by all replicas and read
+on every request.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
 from rewards.base import RewardItem
+from rewards.service.egress import EgressPolicy, EgressRefused
 from rewards.service.guards import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -27,6 +31,7 @@ from rewards.service.guards import (
     RateLimitMiddleware,
 )
 from rewards.service.metrics import ServiceMetrics
+from rewards.service.plugins import HOP_HEADER, PluginCaller
 from rewards.service.schemas import (
     NAME_PATTERN,
     Health,
@@ -45,6 +50,7 @@ _REGISTRY_DOWN = "plugin registry unavailable: Redis cannot be reached; retry la
 # Documents the bearer scheme in OpenAPI; AuthMiddleware enforces it before the body is read.
 _bearer = HTTPBearer(auto_error=False, description="Required when the service has a token.")
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Body is not parseable JSON (e.g. not UTF-8)"},
     401: {"description": "Missing or invalid bearer token"},
     413: {"description": "Body or batch too large"},
     422: {"description": "Malformed body or parameters"},
@@ -64,10 +70,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = RedisStore(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        app.state.plugins = PluginCaller(
+            EgressPolicy.from_entries(settings.allow_plugin_hosts),
+            settings.plugin_concurrency, settings.plugin_max_response_bytes, settings.max_batch)
+        if settings.token is None:
+            log.warning("AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who can reach "
+                        "%s:%d may score and register plugins", settings.host, settings.port)
+        if settings.allow_plugin_hosts:
+            log.warning("plugin hosts allowed although not public: %s",
+                        ", ".join(settings.allow_plugin_hosts))
         try:
             yield
         finally:
-            app.state.scorer.close()
+            await app.state.plugins.close()
             await app.state.store.close()
 
     app = FastAPI(title="rlsys reward service", version="1", lifespan=lifespan,
@@ -75,8 +90,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                               "rewards and remote plugins registered in a shared Redis.")
     metrics = ServiceMetrics()
     app.state.settings, app.state.metrics, app.state.store = settings, metrics, None
-    app.state.scorer = Scorer(metrics, lambda: app.state.store, settings.cache_ttl_s,
-                              settings.plugin_timeout_s, settings.max_batch)
+    app.state.plugins = None  # built in the lifespan: its client and pool need the event loop
+    app.state.scorer = Scorer(metrics, lambda: app.state.store, lambda: app.state.plugins,
+                              cache_ttl_s=settings.cache_ttl_s,
+                              plugin_timeout_s=settings.plugin_timeout_s,
+                              grading_budget_s=settings.grading_budget_s,
+                              grading_concurrency=settings.grading_concurrency)
     app.include_router(ops)
     app.include_router(v1)
 
@@ -132,7 +151,8 @@ async def list_rewards(request: Request) -> RewardList:
 
 
 @v1.post("/rewards/{name}/score", response_model=ScoreResponse, tags=["rewards"],
-         responses={**_REGISTRY_ERRORS, 404: {"description": "Unknown reward"}})
+         responses={**_REGISTRY_ERRORS, 404: {"description": "Unknown reward"},
+                    508: {"description": "A plugin call would be proxied to another plugin"}})
 async def score(request: Request, body: ScoreRequest, name: str = _NAME) -> ScoreResponse:
     """Score a batch; per-item failures come back in ``errors`` with a null score."""
     settings: ServiceSettings = request.app.state.settings
@@ -151,6 +171,9 @@ async def score(request: Request, body: ScoreRequest, name: str = _NAME) -> Scor
         if spec is None:
             raise HTTPException(404, f"unknown reward {name!r}; built-ins: "
                                      f"{', '.join(BUILTINS)}; plugins: see GET /v1/rewards")
+        if request.headers.get(HOP_HEADER):
+            raise HTTPException(508, f"loop detected: {name!r} is a plugin and this request "
+                                     "already comes from a plugin call")
         scores = await scorer.score_plugin(name, spec, items)
     return ScoreResponse(scores=[s.value if s.ok else None for s in scores],
                          errors=[None if s.ok else (s.error or "no score") for s in scores])
@@ -164,6 +187,12 @@ async def register_plugin(request: Request, spec: PluginSpec,
     """Register (201) or replace (200) a remote plugin; every replica sees it at once."""
     if spec.name in BUILTINS:
         raise HTTPException(409, f"{spec.name!r} is a built-in reward; pick another name")
+    _store(request)  # 503 before the lifespan ran
+    try:
+        await request.app.state.plugins.check_url(spec.url)
+    except EgressRefused as exc:
+        raise HTTPException(422, [{"type": "url_not_allowed", "loc": ["body", "url"],
+                                   "msg": str(exc), "input": spec.url}]) from None
     limit = request.app.state.settings.plugin_timeout_s  # default and upper bound
     stored = {"url": spec.url, "timeout_s": min(spec.timeout_s or limit, limit)}
     try:

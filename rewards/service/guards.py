@@ -1,9 +1,10 @@
 """ASGI middlewares guarding the reward service, outermost first:
 
 ``MetricsMiddleware`` (counts and times every request by route template), ``AuthMiddleware``
-(bearer token on ``/v1/*`` and ``/metrics``, compared with ``hmac.compare_digest``; ``/healthz``
-and the docs stay open), ``RateLimitMiddleware`` (fixed window per token in Redis; fails open
-when Redis is down) and ``BodyLimitMiddleware`` (reads the body up to ``max_bytes`` whether or
+(bearer token on ``/v1/*`` and ``/metrics``, the scheme name case-insensitive as RFC 7235 says,
+the credentials compared with ``hmac.compare_digest``; ``/healthz`` and the docs stay open),
+``RateLimitMiddleware`` (fixed window per token and client address in Redis; fails open when
+Redis is down) and ``BodyLimitMiddleware`` (reads the body up to ``max_bytes`` whether or
 not a Content-Length was sent, 413 beyond). They answer with small JSON bodies and never leak
 internals. Route handlers live in ``rewards.service.app``.
 """
@@ -40,8 +41,11 @@ def is_guarded(path: str) -> bool:
 
 
 def token_matches(header: str | None, token: str) -> bool:
-    """Constant-time check of an ``Authorization`` header against ``Bearer <token>``."""
-    return hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode())
+    """Constant-time check of an ``Authorization`` header against ``Bearer <token>`` (the
+    scheme in any case, RFC 7235)."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    presented = credentials.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(presented.encode("latin-1"), token.encode("utf-8"))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -100,7 +104,8 @@ class AuthMiddleware:
 
 
 class RateLimitMiddleware:
-    """429 with ``Retry-After`` once a caller exceeds ``limit_per_min`` on ``/v1/*``."""
+    """429 with ``Retry-After`` once a caller (token and client address) exceeds
+    ``limit_per_min`` on ``/v1/*``."""
 
     def __init__(self, app: ASGIApp, limit_per_min: int,
                  store: Callable[[], RedisStore | None]) -> None:
@@ -112,7 +117,8 @@ class RateLimitMiddleware:
                 and scope["path"].startswith("/v1/")):
             auth = _header(scope, b"authorization")
             client = (scope.get("client") or ("unknown", 0))[0]
-            who = hashlib.sha256((auth or f"addr:{client}").encode()).hexdigest()[:32]
+            key = f"{auth or ''}\n{client}".encode("latin-1", "replace")
+            who = hashlib.sha256(key).hexdigest()[:32]
             try:
                 allowed, retry_after = await store.hit(who, self.limit)
             except StoreUnavailable:

@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 
 class ServiceMetrics:
-    """Request counts/latency by route, cache hits/misses and sandbox verdicts."""
+    """Request counts/latency by route, cache hits/misses, grading timeouts and sandbox
+    verdicts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -23,6 +24,9 @@ class ServiceMetrics:
                                     ["reward"], registry=self.registry)
         self.items = Counter("rlsys_items_scored", "Items scored, by reward and outcome.",
                              ["reward", "outcome"], registry=self.registry)
+        self.grading_timeouts = Counter("rlsys_grading_timeouts",
+                                        "Items not graded within their request's budget.",
+                                        ["reward"], registry=self.registry)
         self.sandbox_verdicts = Counter("rlsys_sandbox_verdicts",
                                         "Code sandbox verdicts by status.", ["status"],
                                         registry=self.registry)

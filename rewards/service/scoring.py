@@ -1,11 +1,14 @@
 """Scoring behind ``POST /v1/rewards/{name}/score``: built-ins in-process, plugins by proxy.
 
-Built-in rewards (``math``, ``code``, ``format``) are built once per app and run in the
-threadpool (they are CPU-bound; the event loop keeps serving). Their successful scores are cached
-in Redis by ``cache_key`` (errors and sandbox timeouts are not cached: they may be transient);
-when Redis is down the cache is simply skipped. Registered plugins are called through
-``RemoteReward``; their failures become per-item errors. Plugin scores are not cached (a
-plugin may change behind its URL). This module knows nothing of HTTP status codes.
+Built-in rewards (``math``, ``code``, ``format``) are built once per app and graded in the
+threadpool through ``FairGrader`` (one item per job for ``math`` and ``code``, so requests share
+the workers round robin), within the request's grading budget: items not graded by then get a
+"timed out" error. Successful scores are cached in Redis by ``cache_key``; errors and
+load-dependent verdicts (a sandbox or math-checker timeout) are not cached, since they may come
+out differently on a less loaded machine. When Redis is down the cache is simply skipped.
+Registered plugins are called through ``PluginCaller`` (async, with its own concurrency pool);
+their failures become per-item errors, and their scores are not cached (a plugin may change
+behind its URL). This module knows nothing of HTTP status codes.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from starlette.concurrency import run_in_threadpool
 
 from rewards import get_reward
 from rewards.base import Reward, RewardItem, Score
-from rewards.remote import RemoteReward
+from rewards.service.grading import TIMED_OUT, FairGrader
 from rewards.service.metrics import ServiceMetrics
+from rewards.service.plugins import PluginCaller
 from rewards.service.store import RedisStore, StoreUnavailable, cache_key
 
 BUILTINS = ("math", "code", "format")
 #: verdicts that may flip on a less loaded machine: scored, but never cached.
 _LOAD_DEPENDENT = frozenset({"timeout"})
-_MAX_REMOTES = 128
+#: rewards cheap enough to grade a whole request in one job.
+_CHEAP = frozenset({"format"})
 
 
 def safe_score(reward: Reward, items: Sequence[RewardItem]) -> list[Score]:
@@ -43,15 +48,17 @@ def safe_score(reward: Reward, items: Sequence[RewardItem]) -> list[Score]:
 
 
 class Scorer:
-    """Holds the built-in reward instances and plugin clients of one app."""
+    """Holds the built-in reward instances, the grader and the plugin caller of one app."""
 
     def __init__(self, metrics: ServiceMetrics, store: Callable[[], RedisStore | None],
-                 cache_ttl_s: int, plugin_timeout_s: float, max_batch: int) -> None:
-        self.metrics, self.store = metrics, store
-        self.cache_ttl_s, self.plugin_timeout_s, self.max_batch = (cache_ttl_s, plugin_timeout_s,
-                                                                   max_batch)
+                 plugins: Callable[[], PluginCaller], *, cache_ttl_s: int,
+                 plugin_timeout_s: float, grading_budget_s: float,
+                 grading_concurrency: int) -> None:
+        self.metrics, self.store, self.plugins = metrics, store, plugins
+        self.cache_ttl_s, self.plugin_timeout_s = cache_ttl_s, plugin_timeout_s
+        self.grading_budget_s = grading_budget_s
+        self.grader = FairGrader(grading_concurrency)
         self._builtins: dict[str, Reward] = {}
-        self._remotes: dict[tuple[str, str, float], RemoteReward] = {}
         self._lock = threading.Lock()
 
     def builtin(self, name: str) -> Reward:
@@ -75,8 +82,7 @@ class Scorer:
         misses = [i for i, value in enumerate(cached) if value is None]
         self.metrics.cache_hits.labels(name).inc(len(items) - len(misses))
         self.metrics.cache_misses.labels(name).inc(len(misses))
-        fresh = (await run_in_threadpool(safe_score, reward, [items[i] for i in misses])
-                 if misses else [])
+        fresh = await self._grade(reward, name, [items[i] for i in misses])
         out: list[Score] = [Score(value) if value is not None else Score(None)
                             for value in cached]
         to_cache: dict[str, float] = {}
@@ -93,31 +99,30 @@ class Scorer:
 
     async def score_plugin(self, name: str, spec: dict[str, Any],
                            items: Sequence[RewardItem]) -> list[Score]:
-        """Proxy to a registered plugin; every failure is a per-item error."""
-        remote = self._remote(name, spec["url"], float(spec.get("timeout_s")
-                                                        or self.plugin_timeout_s))
-        out = await run_in_threadpool(safe_score, remote, items)
+        """Proxy to a registered plugin; every failure is a short per-item error."""
+        deadline = min(float(spec.get("timeout_s") or self.plugin_timeout_s),
+                       self.plugin_timeout_s)
+        out = await self.plugins().score(name, spec["url"], deadline, items)
         self._count(name, out)
         return out
 
-    def close(self) -> None:
-        """Close plugin HTTP clients."""
-        with self._lock:
-            for remote in self._remotes.values():
-                remote.close()
-            self._remotes.clear()
-
-    def _remote(self, name: str, url: str, timeout_s: float) -> RemoteReward:
-        key = (name, url, timeout_s)
-        with self._lock:
-            if key not in self._remotes:
-                if len(self._remotes) >= _MAX_REMOTES:  # plugins churn: drop the oldest client
-                    self._remotes.pop(next(iter(self._remotes))).close()
-                # One quick retry for a dropped connection; the caller owns longer retry loops.
-                self._remotes[key] = RemoteReward(url, name=name, timeout_s=timeout_s,
-                                                  retries=1, backoff_s=0.1,
-                                                  batch_size=self.max_batch)
-            return self._remotes[key]
+    async def _grade(self, reward: Reward, name: str,
+                     items: Sequence[RewardItem]) -> list[Score]:
+        """Grade through the fair scheduler; items past the budget are reported timed out."""
+        size = max(1, len(items)) if name in _CHEAP else 1
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        results = await self.grader.run(lambda chunk: safe_score(reward, chunk), chunks,
+                                        self.grading_budget_s)
+        out: list[Score] = []
+        late = (f"timed out: not graded within the request's grading budget of "
+                f"{self.grading_budget_s:g} s (grading_budget_s)")
+        for chunk, result in zip(chunks, results, strict=True):
+            if result is TIMED_OUT:
+                self.metrics.grading_timeouts.labels(name).inc(len(chunk))
+                out.extend(Score(None, error=late) for _ in chunk)
+            else:
+                out.extend(result)
+        return out
 
     async def _cache_get(self, keys: list[str]) -> list[float | None]:
         store = self.store()

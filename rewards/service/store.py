@@ -34,9 +34,10 @@ class StoreUnavailable(RuntimeError):
 
 
 def cache_key(reward: str, version: str, prompt: str, response: str, reference: Any) -> str:
-    """sha256 over the reward identity and the item, JSON-encoded canonically."""
+    """sha256 over the reward identity and the item, JSON-encoded canonically (ASCII escapes,
+    so a string that is not valid Unicode, such as a lone surrogate, still has a key)."""
     blob = json.dumps([reward, version, prompt, response, reference], sort_keys=True,
-                      ensure_ascii=False, separators=(",", ":"), default=str)
+                      ensure_ascii=True, separators=(",", ":"), default=str)
     return CACHE_PREFIX + hashlib.sha256(blob.encode()).hexdigest()
 
 

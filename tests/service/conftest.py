@@ -1,5 +1,9 @@
 """Fixtures for the reward-service tests: a real redis-server, real uvicorn processes of the
-service and of a tiny plugin server, all on free loopback ports and torn down at the end."""
+service and of a tiny plugin server, all on free loopback ports and torn down at the end.
+
+The plugin server listens on loopback, which the service refuses by default (SSRF guard), so
+services started here allow ``127.0.0.1`` explicitly unless a test asks for the default policy
+(``loopback_plugins=False``)."""
 
 from __future__ import annotations
 
@@ -89,18 +93,24 @@ class RedisServer:
 
 
 class Service:
-    """One uvicorn process of ``python -m rewards.service``."""
+    """One uvicorn process of ``python -m rewards.service`` (``--insecure-no-auth`` when
+    ``token`` is None; loopback plugins allowed unless ``loopback_plugins`` is False)."""
 
-    def __init__(self, redis_url: str, token: str | None = TOKEN, *args: str) -> None:
+    def __init__(self, redis_url: str, token: str | None = TOKEN, *args: str,
+                 loopback_plugins: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
-        env = {k: v for k, v in os.environ.items() if k != "RLSYS_API_TOKEN"}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RLSYS_API_TOKEN", "RLSYS_ALLOW_PLUGIN_HOSTS",
+                            "RLSYS_RATE_LIMIT_PER_MIN")}
         if token:
             env["RLSYS_API_TOKEN"] = token
+        extra = [] if token else ["--insecure-no-auth"]
+        extra += ["--allow-plugin-host", "127.0.0.1"] if loopback_plugins else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rewards.service", "--port", str(self.port),
-             "--redis-url", redis_url, "--log-level", "warning", *args],
+             "--redis-url", redis_url, "--log-level", "warning", *extra, *args],
             cwd=ROOT, env=env)
         _wait_http(f"{self.url}/healthz", self.proc)
 
@@ -132,8 +142,9 @@ def start_service() -> Iterator[Callable[..., Service]]:
     """Factory for extra service processes, stopped after the test."""
     started: list[Service] = []
 
-    def start(redis_url: str, *args: str, token: str | None = TOKEN) -> Service:
-        started.append(Service(redis_url, token, *args))
+    def start(redis_url: str, *args: str, token: str | None = TOKEN,
+              loopback_plugins: bool = True) -> Service:
+        started.append(Service(redis_url, token, *args, loopback_plugins=loopback_plugins))
         return started[-1]
 
     yield start

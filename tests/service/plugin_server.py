@@ -2,7 +2,11 @@
 
 Plugins: ``length*`` (score = len(response)), ``half`` (per-item error on an empty response),
 ``slow`` (sleeps ``SLOW_S`` first), ``garbage`` (``scores`` is not a list), ``short`` (one score
-too few), ``flaky`` (503 on every other call), ``bad`` (always 400). ``GET /calls`` counts calls.
+too few), ``flaky`` (503 on every other call), ``bad`` (always 400, with a secret-looking
+body), ``chatty`` (a 1 MB per-item error), ``trickle*`` (200, then one byte every
+``TRICKLE_S`` for a minute), ``huge`` (an endless stream of bytes), ``redirect`` (307 to
+``length``). ``GET /calls`` counts score calls, ``GET /streams`` counts the streams that were
+opened, closed before their end (the client hung up) and the most open at once.
 """
 
 from __future__ import annotations
@@ -10,20 +14,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 SLOW_S = 3.0
+TRICKLE_S = 0.5
+SECRET = "internal-secret-7c1e"
 app = FastAPI()
 calls: Counter[str] = Counter()
+streams: Counter[str] = Counter()
 
 
 @app.get("/calls")
 async def get_calls() -> dict[str, int]:
     """How many score calls each plugin got."""
     return dict(calls)
+
+
+@app.get("/streams")
+async def get_streams() -> dict[str, int]:
+    """Streams opened, cut off by the client, and the most open at once."""
+    return dict(streams)
+
+
+async def _stream(chunk: bytes, pause_s: float, total_s: float) -> AsyncIterator[bytes]:
+    streams["opened"] += 1
+    streams["open"] += 1
+    streams["max_open"] = max(streams["max_open"], streams["open"])
+    finished = False
+    try:
+        yield b'{"scores": ['
+        for _ in range(int(total_s / max(pause_s, 1e-3))):
+            await asyncio.sleep(pause_s)
+            yield chunk
+        finished = True
+    finally:
+        streams["open"] -= 1
+        if not finished:
+            streams["cut"] += 1
 
 
 @app.post("/v1/rewards/{name}/score")
@@ -49,7 +81,16 @@ async def score(name: str, body: dict[str, Any]) -> Any:
             raise HTTPException(503, "flaky says try again")
         return {"scores": [2.0 for _ in items]}
     if name == "bad":
-        raise HTTPException(400, "bad plugin rejects everything")
+        raise HTTPException(400, f"bad plugin rejects everything; db password {SECRET}")
+    if name == "chatty":
+        return {"scores": [None for _ in items], "errors": [SECRET * 50_000 for _ in items]}
+    if name.startswith("trickle"):
+        return StreamingResponse(_stream(b" ", TRICKLE_S, 60.0), media_type="application/json")
+    if name == "huge":
+        return StreamingResponse(_stream(b"0," * 32_768, 0.0, 30.0),
+                                 media_type="application/json")
+    if name == "redirect":
+        return RedirectResponse("/v1/rewards/length/score", status_code=307)
     raise HTTPException(404, f"no plugin {name}")
 
 

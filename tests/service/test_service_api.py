@@ -41,7 +41,23 @@ def test_token_check_uses_constant_time_compare(monkeypatch: pytest.MonkeyPatch)
     assert guards.token_matches("Bearer s3cret", "s3cret")
     assert not guards.token_matches("Bearer s3cre", "s3cret")
     assert not guards.token_matches(None, "s3cret")
-    assert seen[0] == (b"Bearer s3cret", b"Bearer s3cret") and len(seen) == 3
+    assert seen[0] == (b"s3cret", b"s3cret") and len(seen) == 3
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    ("Bearer s3cret", True), ("bearer s3cret", True), ("BEARER s3cret", True),
+    ("bEaReR   s3cret ", True), ("Basic s3cret", False), ("Bearers3cret", False),
+    ("s3cret", False), ("Bearer s3cret2", False), ("Bearer", False), ("", False),
+])
+def test_bearer_scheme_is_case_insensitive(header: str, ok: bool) -> None:
+    """RFC 7235: the auth scheme is case-insensitive; the credentials are not."""
+    assert guards.token_matches(header, "s3cret") is ok
+    assert not guards.token_matches(header.replace("s3cret", "S3CRET"), "s3cret")
+
+
+def test_lowercase_bearer_over_http(service: Service) -> None:
+    r = httpx.get(f"{service.url}/v1/rewards", headers={"Authorization": f"bearer {TOKEN}"})
+    assert r.status_code == 200
 
 
 def test_body_limit_with_content_length_and_chunked(service: Service) -> None:

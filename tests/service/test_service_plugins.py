@@ -42,20 +42,20 @@ def test_plugin_per_item_errors_pass_through(service: Service, plugin_url: str) 
 
 
 @pytest.mark.parametrize(("plugin", "message"), [
-    ("slow", "timed out after 0.5s"),
-    ("garbage", "invalid body: expected 'scores' as a list of 2"),
-    ("short", "expected 'scores' as a list of 2, got a list of 1"),
-    ("bad", "HTTP 400"),
+    ("slow", "plugin 'slow' timed out after 0.5 s"),
+    ("garbage", "plugin 'garbage' returned an invalid body"),
+    ("short", "plugin 'short' returned an invalid body"),
+    ("bad", "plugin 'bad' failed: HTTP 400"),
+    ("redirect", "plugin 'redirect' failed: HTTP 307"),  # redirects are not followed
 ])
-def test_misbehaving_plugins_give_per_item_errors(service: Service, plugin_url: str,
-                                                  plugin: str, message: str) -> None:
+def test_misbehaving_plugins_give_short_per_item_errors(service: Service, plugin_url: str,
+                                                        plugin: str, message: str) -> None:
+    """The error names the plugin and the status, nothing of the plugin's body."""
     with service.client() as client:
         assert _register(client, plugin, plugin_url, timeout_s=0.5).status_code == 201
         r = client.post(f"/v1/rewards/{plugin}/score", json=_items("a", "b"))
     assert r.status_code == 200, r.text
-    assert r.json()["scores"] == [None, None]
-    for error in r.json()["errors"]:
-        assert message in error and f"{plugin_url}/v1/rewards/{plugin}/score" in error
+    assert r.json() == {"scores": [None, None], "errors": [message, message]}
 
 
 def test_unreachable_plugin_gives_per_item_errors(service: Service) -> None:
@@ -65,7 +65,7 @@ def test_unreachable_plugin_gives_per_item_errors(service: Service) -> None:
         url = f"http://127.0.0.1:{free_port()}"
         assert _register(client, "gone", url, timeout_s=1).status_code == 201
         body = client.post("/v1/rewards/gone/score", json=_items("a")).json()
-    assert body["scores"] == [None] and "ConnectError" in body["errors"][0]
+    assert body == {"scores": [None], "errors": ["plugin 'gone' unreachable (ConnectError)"]}
 
 
 @pytest.mark.parametrize("url", [
