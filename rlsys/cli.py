@@ -46,10 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("RLSYS_SERVICE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("RLSYS_SERVICE_PORT",
                                                                       "8000")))
-    serve.add_argument("--redis-url", default=os.environ.get("RLSYS_REDIS_URL",
-                                                             "redis://127.0.0.1:6379/0"))
     serve.add_argument("--token", default=None,
-                       help="bearer token (default: the RLSYS_API_TOKEN environment variable)")
+                       help="bearer token (default: the RLSYS_API_TOKEN environment variable; "
+                            "required unless --insecure-no-auth)")
+    from rewards.service.flags import add_service_arguments  # light: no FastAPI, no Redis
+
+    add_service_arguments(serve)
     return p
 
 
@@ -77,12 +79,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from rewards.service import ServiceSettings, serve
+    from rewards.service import serve
+    from rewards.service.flags import ServiceConfigError, settings_from_args
 
-    kwargs = {"host": args.host, "port": args.port, "redis_url": args.redis_url}
-    if args.token:
-        kwargs["token"] = args.token
-    serve(ServiceSettings(**kwargs))
+    try:
+        settings = settings_from_args(args, host=args.host, port=args.port,
+                                      token=args.token or None)
+    except ServiceConfigError as exc:
+        raise UserError(str(exc)) from None
+    serve(settings)
     return 0
 
 
