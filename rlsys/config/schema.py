@@ -19,6 +19,12 @@ DATA_GEN_KINDS = ("rejection_sampling", "preference_pairs", "self_instruct")
 STAGE_KINDS = (*SFT_KINDS, "dpo", *RL_KINDS, "eval", *DATA_GEN_KINDS, "rm", "merge")
 #: merge methods (``rlsys.algo.merge.MERGE_METHODS``)
 MERGE_METHODS = ("linear", "task_arithmetic", "ties", "slerp")
+#: canonical record fields a source's ``fields`` may map (``rlsys.data.sources.CANONICAL_FIELDS``)
+CANONICAL_FIELDS = ("prompt", "response", "messages", "chosen", "rejected", "text", "answer")
+#: file formats (``rlsys.data.sources.FORMATS``)
+SOURCE_FORMATS = ("jsonl", "json", "parquet", "hf_disk", "hf_json", "hf_parquet")
+#: stage kinds that take ``batch_size`` (examples per optimizer step)
+BATCH_KINDS = (*SFT_KINDS, "dpo", "rm")
 #: the advantage estimator each RL stage kind uses unless ``algo.estimator`` says otherwise
 DEFAULT_ESTIMATOR = {"ppo": "gae", "grpo": "grpo", "rloo": "rloo", "reinforce_pp": "reinforce_pp"}
 
@@ -29,6 +35,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LoraConfig(Strict):
+    """LoRA adapters (the ``peft`` library) instead of full fine-tuning; see README "LoRA"."""
+
+    enabled: bool = Field(True, description="False trains the whole model (a stage override "
+                                            "that turns the recipe's LoRA off).")
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: updates are alpha/r * B@A.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1, description="Module names (suffixes) that get adapters; 'all-linear' "
+                                  "for every linear layer but the LM head.")
+    modules_to_save: list[str] = Field(default_factory=list, description="Modules trained "
+                                       "in full beside the adapters (e.g. embed_tokens).")
+
+
 class ModelConfig(Strict):
     path: str = Field(
         "tiny-llama",
@@ -36,6 +58,8 @@ class ModelConfig(Strict):
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Model dtype.")
     system_prompt: str | None = Field(None, description="System message prepended to prompts.")
+    lora: LoraConfig | None = Field(None, description="LoRA for every trained stage (None: "
+                                                      "full fine-tuning); stages may override.")
 
 
 class SourceConfig(Strict):
@@ -46,13 +70,16 @@ class SourceConfig(Strict):
     )
     generator_kwargs: dict[str, Any] = Field(default_factory=dict,
                                              description="Arguments for the generator.")
-    format: Literal["jsonl", "json", "parquet", "hf"] | None = Field(
-        None, description="File format; inferred from the extension when omitted.")
+    format: Literal[SOURCE_FORMATS] | None = Field(  # type: ignore[valid-type]
+        None, description="File format; inferred from the name when omitted (a directory is "
+                          "hf_disk, a saved HF dataset). hf_json / hf_parquet read the file "
+                          "through datasets.load_dataset.")
     kind: Literal["text", "sft", "pair", "prompt"] = Field(
         "sft", description="text: CPT; sft: prompt/response or messages; pair: chosen/rejected; "
                            "prompt: RL/eval prompts with an answer.")
     fields: dict[str, str] = Field(default_factory=dict,
-                                   description="Canonical name -> column name mapping.")
+                                   description="Canonical name -> column name mapping; every "
+                                               "mapped column is required in every row.")
     weight: float = Field(1.0, gt=0, description="Mixture weight (relative).")
     split: Literal["train", "eval"] = Field("train", description="train or held-out eval.")
     on_error: Literal["raise", "skip"] = Field("raise", description="Malformed rows: fail or skip "
@@ -62,6 +89,10 @@ class SourceConfig(Strict):
     def _one_origin(self) -> SourceConfig:
         if (self.path is None) == (self.generator is None):
             raise ValueError("give exactly one of 'path' or 'generator'")
+        unknown = sorted(set(self.fields) - set(CANONICAL_FIELDS))
+        if unknown:
+            raise ValueError(f"fields: unknown canonical name(s) {unknown}; known: "
+                             f"{list(CANONICAL_FIELDS)}")
         return self
 
 
@@ -90,7 +121,8 @@ class RolloutConfig(Strict):
     num_cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per rollout worker.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout worker.")
     n: int = Field(4, ge=1, description="Responses sampled per prompt (the group size).")
-    prompts_per_step: int = Field(8, ge=1, description="Prompts per RL step.")
+    prompts_per_step: int = Field(8, ge=1, description="Prompts per RL step (the RL batch: "
+                                  "n responses each); stages[].batch_size is for cpt/sft/dpo.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
@@ -231,14 +263,15 @@ class AlgoConfig(Strict):
     overlong_buffer: int = Field(0, ge=0, description="DAPO overlong buffer (0: off).")
     overlong_penalty: float = Field(1.0, ge=0, description="Max penalty of overlong shaping.")
     async_rollout: bool = Field(False, description="Overlap generation of step t+1 with training.")
-    max_staleness: int = Field(1, ge=0, description="Max policy versions a batch may lag.")
+    max_staleness: int = Field(1, description="Policy versions an async batch lags; only 1 "
+                                              "(bounded staleness > 1 is not implemented).")
 
     @model_validator(mode="after")
     def _rules(self) -> AlgoConfig:
-        if self.num_minibatches > 1 and self.ppo_epochs < 1:
-            raise ValueError("ppo_epochs must be >= 1")
-        if self.async_rollout and self.max_staleness < 1:
-            raise ValueError("async_rollout needs max_staleness >= 1")
+        if self.max_staleness != 1:
+            raise ValueError(f"max_staleness: only 1 is supported (async_rollout generates step "
+                             f"t+1 with the weights of step t); bounded staleness > 1 is not "
+                             f"implemented yet, got {self.max_staleness}")
         return self
 
 
@@ -361,27 +394,88 @@ class MergeConfig(Strict):
         return self
 
 
+class CurriculumPhase(Strict):
+    until_step: int | None = Field(None, ge=1, description="The phase ends after this optimizer "
+                                   "step of the stage (1-based, counted from the stage start).")
+    until_tokens: int | None = Field(None, ge=1, description="The phase ends after the first "
+                                     "step at which the stage has trained on this many tokens "
+                                     "(real tokens, padding excluded).")
+    weights: dict[str, float] = Field(..., min_length=1, description="Mixture weights by source "
+                                      "name in this phase; sources of the stage left out get 0.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> CurriculumPhase:
+        if self.until_step is not None and self.until_tokens is not None:
+            raise ValueError("a phase ends by until_step or by until_tokens, not both")
+        if any(not w >= 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ValueError(f"weights must be >= 0 and not all 0, got {self.weights}")
+        return self
+
+
+def _check_curriculum(phases: list[CurriculumPhase], steps: int) -> None:
+    """Every phase but the last has one bound, bounds grow, step bounds fall inside the stage."""
+    *body, last = phases
+    if last.until_step is not None or last.until_tokens is not None:
+        raise ValueError("curriculum: the last phase runs to the end of the stage (no until_*)")
+    for k, phase in enumerate(body):
+        if phase.until_step is None and phase.until_tokens is None:
+            raise ValueError(f"curriculum.{k}: needs until_step or until_tokens")
+        if phase.until_step is not None and phase.until_step >= steps:
+            raise ValueError(f"curriculum.{k}.until_step: {phase.until_step} must be < the "
+                             f"stage's steps ({steps})")
+    if body and len({p.until_step is None for p in body}) > 1:
+        raise ValueError("curriculum: phases end all by until_step or all by until_tokens")
+    for key in ("until_step", "until_tokens"):
+        bounds = [getattr(p, key) for p in body if getattr(p, key) is not None]
+        if bounds != sorted(set(bounds)):
+            raise ValueError(f"curriculum: {key} must increase from phase to phase, got {bounds}")
+
+
 class StageConfig(Strict):
     name: str = Field(..., description="Unique stage name (used in the run dir).")
     kind: Literal[STAGE_KINDS] = Field(..., description="What the stage does.")  # type: ignore[valid-type]
     steps: int = Field(1, ge=1, description="Optimizer steps (RL: rollout-update iterations).")
-    batch_size: int = Field(8, ge=1, description="Examples (SFT/DPO) or prompts (RL) per step.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (cpt, sft, dpo "
+                                                 "only). RL stages take rollout.prompts_per_step "
+                                                 "prompts (x rollout.n responses) per step.")
     sources: list[str] = Field(default_factory=list,
                                description="Training sources by name (default: all that fit).")
+    curriculum: list[CurriculumPhase] | None = Field(
+        None, min_length=1, description="cpt/sft only: phases of mixture weights within the "
+        "stage (one LR schedule), each ending at a step or a token count; replaces the "
+        "sources' own weights.")
     lr: float | None = Field(None, gt=0, description="Override learner.lr for this stage.")
     eval_before: bool = Field(False, description="Run the eval before the stage.")
     eval_after: bool = Field(False, description="Run the eval after the stage.")
-    eval_every: int = Field(0, ge=0, description="Also eval every N steps (0: off).")
     algo: AlgoConfig | None = Field(None, description="RL options (RL kinds only).")
     dpo: DPOConfig | None = Field(None, description="DPO options (dpo only).")
     generate: GenerateConfig | None = Field(None, description="Synthetic-data options.")
     rm: RewardModelConfig | None = Field(None, description="Reward-model options (rm only).")
     merge: MergeConfig | None = Field(None, description="Merge options (merge only, required).")
+    lora: LoraConfig | None = Field(None, description="Override model.lora for this stage "
+                                                      "({enabled: false}: train the whole model).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "eval_every" in data:
+            raise ValueError("eval_every: not supported (periodic eval inside a stage is not "
+                             "implemented); use eval_before / eval_after, or split the stage")
+        return data
 
     @model_validator(mode="after")
     def _sections(self) -> StageConfig:
+        if "batch_size" in self.model_fields_set and self.kind not in BATCH_KINDS:
+            hint = ("set rollout.prompts_per_step (prompts per RL step)" if self.kind in RL_KINDS
+                    else "it is not used by this kind")
+            raise ValueError(f"batch_size: only for {BATCH_KINDS} stages, not {self.kind!r}; "
+                             f"{hint}")
         if self.algo is not None and self.kind not in RL_KINDS:
             raise ValueError(f"'algo' is only for RL stages {RL_KINDS}, not {self.kind!r}")
+        if self.curriculum is not None:
+            if self.kind not in SFT_KINDS:
+                raise ValueError(f"curriculum: only for {SFT_KINDS} stages, not {self.kind!r}")
+            _check_curriculum(self.curriculum, self.steps)
         if self.dpo is not None and self.kind != "dpo":
             raise ValueError("'dpo' options are only for kind 'dpo'")
         if self.rm is not None and self.kind != "rm":
@@ -398,6 +492,12 @@ class StageConfig(Strict):
     def algo_or_default(self) -> AlgoConfig:
         """The RL options, defaults filled in."""
         return self.algo or AlgoConfig()
+
+    def lora_for(self, model: ModelConfig) -> LoraConfig | None:
+        """The LoRA this stage trains with: its own override, else ``model.lora``; None when
+        neither is set or the one that applies says ``enabled: false``."""
+        lora = self.lora if self.lora is not None else model.lora
+        return lora if lora is not None and lora.enabled else None
 
     @property
     def estimator(self) -> str:
@@ -432,6 +532,12 @@ class Recipe(Strict):
             if missing:
                 raise ValueError(f"stages.{i}.sources: unknown source(s) {missing}; "
                                  f"known: {sorted(known)}")
+            for k, phase in enumerate(stage.curriculum or []):
+                allowed = set(stage.sources) or known
+                unknown = sorted(set(phase.weights) - allowed)
+                if unknown:
+                    raise ValueError(f"stages.{i}.curriculum.{k}.weights: unknown source(s) "
+                                     f"{unknown}; known: {sorted(allowed)}")
             if stage.kind == "ppo" and stage.estimator != "gae":
                 raise ValueError(f"stages.{i}: ppo needs the 'gae' estimator (critic)")
         missing = [s for s in self.eval.sources if s not in known]

@@ -15,61 +15,54 @@ from rlsys.controller.learners import Learners
 from rlsys.controller.metrics import plot_curves, stage_logger
 
 
-def _with_system(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    """Prepend the recipe's system prompt to a prompt/response record (as messages)."""
-    if not system or "messages" in record or "prompt" not in record:
-        return record
-    return {"messages": [{"role": "system", "content": system},
-                         {"role": "user", "content": record["prompt"]},
-                         {"role": "assistant", "content": record["response"]}]}
-
-
 def encode_sources(ctx: Any, names: list[str], kind: str, tokenizer: Any) -> dict[str, list]:
-    """Encode every record of each source for ``kind`` (cpt/sft/dpo); truncations are reported."""
-    from rlsys.data.encode import encode_pair, encode_sft, encode_text
+    """Encode every record of each source for the stage ``kind`` (cpt/sft/dpo/rm) with
+    ``rlsys.data.dataset.encode_records``; truncations are reported, errors name the source."""
+    from rlsys.data.dataset import encode_records
 
     dc, system = ctx.recipe.data, ctx.recipe.model.system_prompt
     out: dict[str, list] = {}
     for name in names:
-        src = ctx.source(name)
-        encoded = []
-        for rec in ctx.records(name):
-            if kind == "dpo":
-                if "prompt" in rec and system and isinstance(rec["prompt"], str):
-                    rec = {**rec, "prompt": [{"role": "system", "content": system},
-                                             {"role": "user", "content": rec["prompt"]}]}
-                encoded.append(encode_pair(tokenizer, rec, dc.max_len))
-            elif src.kind == "text":
-                encoded.append(encode_text(tokenizer, rec["text"], dc.max_len))
-            else:
-                encoded.append(encode_sft(tokenizer, _with_system(rec, system),
-                                          mask_mode="none" if kind == "cpt" else dc.mask_mode,
-                                          max_len=dc.max_len))
-        cut = sum(any(e.truncated for e in (x if isinstance(x, tuple) else (x,)))
-                  for x in encoded)
-        if cut:
-            print(f"[data] {name}: {cut}/{len(encoded)} example(s) truncated to "
+        src_kind = "pair" if kind in ("dpo", "rm") else ctx.source(name).kind
+        try:
+            encoded, stats = encode_records(
+                ctx.records(name), tokenizer, kind="text" if src_kind == "text" else src_kind,
+                mask_mode="none" if kind == "cpt" else dc.mask_mode, max_len=dc.max_len,
+                system=system)
+        except ValueError as err:
+            raise ValueError(f"data source {name!r}: {err}") from None
+        if stats.truncated:
+            print(f"[data] {name}: {stats.truncated}/{len(encoded)} example(s) truncated to "
                   f"{dc.max_len} tokens", flush=True)
         out[name] = encoded
     return out
 
 
 def _sampler(ctx: Any, stage: Any, encoded: dict[str, list]):
-    from rlsys.data.mixture import MixtureSampler
+    """The stage's sampler: the sources' weights, or the stage's curriculum phases (step
+    bounds become draw counts; token bounds stay open until ``_StageRun`` ends them)."""
+    from rlsys.data.mixture import Curriculum, MixtureSampler
 
-    weights = {n: ctx.source(n).weight for n in encoded}
-    return MixtureSampler({n: len(v) for n, v in encoded.items()}, weights,
-                          seed=ctx.recipe.seed)
+    sizes = {n: len(v) for n, v in encoded.items()}
+    if not getattr(stage, "curriculum", None):
+        weights = {n: ctx.source(n).weight for n in encoded}
+        return MixtureSampler(sizes, weights, seed=ctx.recipe.seed)
+    phases, done = [], 0
+    for phase in stage.curriculum:
+        weights = {n: float(phase.weights.get(n, 0.0)) for n in encoded}
+        draws = None
+        if phase.until_step is not None:
+            draws, done = (phase.until_step - done) * stage.batch_size, phase.until_step
+        phases.append((draws, weights))
+    return Curriculum(phases, sizes=sizes, seed=ctx.recipe.seed)
 
 
 def _sft_rows(docs: list, ctx: Any, pad_id: int):
-    from rlsys.data.packing import collate_packed, collate_padded, pack
+    from rlsys.data.dataset import collate_examples
 
     dc = ctx.recipe.data
-    if dc.packing:
-        return collate_packed(docs, pack(docs, dc.max_tokens_per_row), dc.max_tokens_per_row,
-                              pad_id)
-    return collate_padded(docs, pad_id)
+    return collate_examples(docs, pad_id=pad_id,
+                            max_tokens=dc.max_tokens_per_row if dc.packing else None)
 
 
 class _StageRun:
@@ -83,6 +76,7 @@ class _StageRun:
         self.pad_id = self.tokenizer.pad_token_id
         self.encoded = encode_sources(ctx, sources, stage.kind, self.tokenizer)
         self.sampler = _sampler(ctx, stage, self.encoded)
+        self.tokens = 0  # real tokens trained on so far (token-bounded curriculum phases)
         self.dir = ctx.stage_dir(stage.name)
         self.learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr)
         self.start_step = self._resume()
@@ -98,6 +92,7 @@ class _StageRun:
             return 0
         extra = self.learners.load_checkpoint(str(latest))
         self.sampler.load_state_dict(extra["sampler"])
+        self.tokens = int(extra.get("tokens", 0))
         print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
         return int(extra["step"])
 
@@ -105,6 +100,21 @@ class _StageRun:
         """The next ``batch_size`` encoded examples from the mixture."""
         return [self.encoded[name][i] for name, i in
                 (next(self.sampler) for _ in range(self.stage.batch_size))]
+
+    def count_tokens(self, step: int, tokens: int, phase: int | None) -> None:
+        """Add the step's real tokens (its data came from curriculum ``phase``); end a
+        token-bounded phase whose budget is spent, and say when the next phase starts."""
+        phases = getattr(self.stage, "curriculum", None)
+        if not phases or phase is None:
+            return
+        self.tokens += tokens
+        bound = phases[phase].until_tokens
+        if bound is not None and self.tokens >= bound and self.sampler.phase == phase:
+            self.sampler.end_phase()
+        nxt = self.sampler.phase
+        if nxt is not None and nxt != phase and step < self.stage.steps:
+            print(f"[{self.stage.name}] curriculum phase {nxt + 1}/{len(phases)} from step "
+                  f"{step + 1} ({self.tokens} tokens trained)", flush=True)
 
     def after_step(self, step: int) -> None:
         """Checkpoint every N steps (atomic; old ones pruned)."""
@@ -117,7 +127,7 @@ class _StageRun:
         from learner.checkpoint import checkpoint_dir, prune_checkpoints
 
         path = str(checkpoint_dir(self.dir / "ckpt", step))
-        self.learners.save_checkpoint(path, {"step": step,
+        self.learners.save_checkpoint(path, {"step": step, "tokens": self.tokens,
                                              "sampler": self.sampler.state_dict()})
         prune_checkpoints(self.dir / "ckpt", self.ctx.recipe.checkpoint.keep_last)
         return path
@@ -142,6 +152,7 @@ def run_sft_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
     run = _StageRun(ctx, stage, model_path, ctx.stage_sources(stage.sources, kinds))
     for step in range(run.start_step + 1, stage.steps + 1):
         t0 = time.monotonic()
+        phase = run.sampler.phase  # the curriculum phase this step's data comes from
         docs = run.draw()
         rows = _sft_rows(docs, ctx, run.pad_id)
         num_tokens = int(rows.mask.sum())
@@ -151,8 +162,10 @@ def run_sft_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
         real = sum(len(d) for d in docs)
         run.logger.log(step, {"loss": metrics["loss"], "lr": metrics["lr"],
                               "grad_norm": metrics["grad_norm"], "tokens": real,
-                              "tokens_per_s": real / dt, "time/step_s": dt},
+                              "tokens_per_s": real / dt, "time/step_s": dt,
+                              **({"curriculum/phase": phase} if stage.curriculum else {})},
                        show=("loss", "tokens_per_s"))
+        run.count_tokens(step, real, phase)
         run.after_step(step)
     return run.finish(["loss", "tokens_per_s"])
 

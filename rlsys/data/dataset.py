@@ -9,7 +9,9 @@ percent of general replay); ``pair`` sources cannot be mixed with the other kind
 ``build_stage_data`` returns ``StageData``: encoded examples per source, per-source counts
 (records, skipped rows, truncated examples, examples left without targets) that it also logs,
 and a ``MixtureSampler``. ``collate_examples`` turns a list of ``Encoded`` into a packed or
-padded ``TokenBatch``. Plain arguments only; config objects stop at the controller.
+padded ``TokenBatch``. The supervised stages (``rlsys/controller/supervised.py``) encode with
+``encode_records`` and collate with ``collate_examples``: one data path for CPT, SFT and DPO.
+Plain arguments only; config objects stop at the controller.
 """
 
 from __future__ import annotations
@@ -77,16 +79,41 @@ class StageData:
         return [self.examples[name][index] for name, index in draws]
 
 
+def with_system_prompt(record: dict[str, Any], system: str | None, *, kind: str) -> dict[str, Any]:
+    """``record`` with the recipe's system prompt in front of a plain-string prompt.
+
+    An ``sft`` prompt/response record becomes a message list; a ``pair`` record's string
+    ``prompt`` becomes ``[system, user]``. Records that already carry messages (their own system
+    turn, or a deliberate lack of one) and ``text`` documents are returned unchanged."""
+    if not system or kind == "text":
+        return record
+    if kind == "pair":
+        if isinstance(record.get("prompt"), str):
+            return {**record, "prompt": [{"role": "system", "content": system},
+                                         {"role": "user", "content": record["prompt"]}]}
+        return record
+    if "messages" in record or "prompt" not in record or "response" not in record:
+        return record
+    return {"messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": record["prompt"]},
+                         {"role": "assistant", "content": record["response"]}]}
+
+
 def encode_records(
-    records: list[dict[str, Any]], tokenizer: Any, *, kind: str, mask_mode: str, max_len: int
+    records: list[dict[str, Any]], tokenizer: Any, *, kind: str, mask_mode: str, max_len: int,
+    system: str | None = None,
 ) -> tuple[list[Any], SourceStats]:
-    """Encode canonical records of one ``kind``; returns the examples and their counts."""
+    """Encode canonical records of one ``kind``; returns the examples and their counts.
+
+    ``system`` (the recipe's system prompt) goes in front of plain-string prompts
+    (``with_system_prompt``). Errors name the record's 1-based number."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     stats = SourceStats(records=len(records))
     examples: list[Any] = []
     for number, record in enumerate(records, start=1):
         try:
+            record = with_system_prompt(record, system, kind=kind)
             if kind == "text":
                 if "text" not in record:
                     raise ValueError("a text example needs 'text'")
