@@ -8,25 +8,30 @@
 * ``InProcessLearnerGroup``: the same interface for ``world_size == 1`` without Ray (tests,
   debugging under a debugger).
 
-Every fan-out waits with a timeout and raises ``LearnerCallError`` naming the method and the
-rank(s) that failed or did not answer. ``shard`` splits micro-batches evenly across ranks.
+Every fan-out waits with a timeout. A rank whose Python code raised gives ``LearnerCallError``
+(method, rank, its exception); a rank whose process died, or that did not answer in time, gives
+``LearnerLostError`` (``learner.errors``) naming the rank, its pid, the method and the rank's
+worker log file (read from the actor's own stdout/stderr at start, so it is right wherever Ray
+or the run routes worker output). ``shard`` splits micro-batches evenly across ranks.
 This module does not build batches or decide what to train.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from learner.errors import LearnerCallError, LearnerLostError
 from learner.learner import Learner
 
+__all__ = ["InProcessLearnerGroup", "LearnerCallError", "LearnerGroup", "LearnerLostError",
+           "shard"]
+
 T = TypeVar("T")
-
-
-class LearnerCallError(RuntimeError):
-    """A learner rank failed or timed out inside a fanned-out call."""
 
 
 def shard(items: Sequence[T], world_size: int) -> list[list[T]]:
@@ -177,7 +182,10 @@ class LearnerGroup(_GroupMixin):
                     **learner_kwargs,
                 )
             )
+        self.workers: list[dict[str, Any]] = [{} for _ in self.actors]
         self._wait("__init__", [a.__ray_ready__.remote() for a in self.actors], init_timeout_s)
+        self.workers = self._wait("__init__", [a.__ray_call__.remote(worker_facts)
+                                               for a in self.actors], init_timeout_s)
 
     def call(
         self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
@@ -211,19 +219,36 @@ class LearnerGroup(_GroupMixin):
             done, pending = ray.wait(pending, num_returns=1, timeout=max(remaining, 0))
             if not done:
                 late = sorted(rank_of[ref] for ref in pending)
-                raise LearnerCallError(
-                    f"learner rank(s) {late} did not finish {method} within {timeout_s} s"
-                )
+                raise LearnerLostError(
+                    f"learner rank(s) {late} did not finish {method} within {timeout_s} s; "
+                    f"{self._logs_text(late)}", ranks=late, method=method,
+                    logs=self._logs(late))
             for ref in done:
+                rank = rank_of[ref]
                 try:
-                    results[rank_of[ref]] = ray.get(ref)
+                    results[rank] = ray.get(ref)
+                except ray.exceptions.RayActorError as err:  # the process died / is gone
+                    pid = self.workers[rank].get("pid") or _pid_in(str(err))
+                    raise LearnerLostError(
+                        f"learner rank {rank} (pid {pid or '?'}) died in {method}: "
+                        f"{_death_reason(err)}; {self._logs_text([rank])}",
+                        ranks=[rank], method=method, logs=self._logs([rank])) from err
                 except Exception as err:
                     cause = getattr(err, "cause", None) or err  # the rank's own exception
                     raise LearnerCallError(
-                        f"learner rank {rank_of[ref]} failed in {method}: "
+                        f"learner rank {rank} failed in {method}: "
                         f"{type(cause).__name__}: {cause}"
                     ) from err
         return [results[rank] for rank in range(len(refs))]
+
+    def _logs(self, ranks: list[int]) -> list[str]:
+        return [log for rank in ranks for log in self.workers[rank].get("logs", [])]
+
+    def _logs_text(self, ranks: list[int]) -> str:
+        logs = self._logs(ranks)
+        if logs:
+            return "its log: " + ", ".join(logs) if len(ranks) == 1 else "logs: " + ", ".join(logs)
+        return "logs: the Ray session's logs/ directory (worker-*.out/.err)"
 
     def shutdown(self) -> None:
         """Kill every actor (their process group dies with them)."""
@@ -232,3 +257,34 @@ class LearnerGroup(_GroupMixin):
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def worker_facts(_instance: Any = None) -> dict[str, Any]:
+    """Runs inside a rank's actor (``__ray_call__``): its pid and the files its stdout and
+    stderr go to (``/proc/self/fd``; Ray points them at the worker's ``.out``/``.err`` log).
+    Ray's state API would need the dashboard, which a local run does not start."""
+    logs: list[str] = []
+    for fd in (1, 2):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # not Linux, or closed
+            continue
+        if target.startswith("/") and target not in logs:  # a file, not a pipe or a tty
+            logs.append(target)
+    return {"pid": os.getpid(), "logs": logs}
+
+
+def _death_reason(err: BaseException) -> str:
+    """One line from Ray's (multi-line) actor-death message."""
+    text = str(err)
+    found = re.search(r"Worker exit detail: ([^.\n]*)", text) or \
+        re.search(r"The actor is dead because ([^.\n]*)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _pid_in(text: str) -> int | None:
+    found = re.search(r"\bpid: (\d+)", text)
+    return int(found.group(1)) if found else None

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from learner.errors import LearnerLostError
 from rlsys.config import RecipeError, load_recipe
 
 
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_error_types() as exc:
         print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except LearnerLostError as exc:  # a rank's process died: one line naming its log, exit 3
+        print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)
+        return LearnerLostError.EXIT_STATUS
     except KeyboardInterrupt:
         print(f"rlsys {args.command}: interrupted", file=sys.stderr)
         return 130
