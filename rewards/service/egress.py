@@ -62,7 +62,7 @@ def blocked_reason(ip: IPAddress) -> str | None:
     inner = embedded_ipv4(ip)
     if inner is not None:
         reason = blocked_reason(inner)
-        return None if reason is None else f"{reason} (inside {ip})"
+        return None if reason is None else f"{reason} ({inner}, wrapped in IPv6)"
     for attr, reason in (("is_loopback", "a loopback address"),
                          ("is_unspecified", "the unspecified address"),
                          ("is_link_local", "a link-local (metadata) address"),

@@ -5,8 +5,9 @@ Plugins: ``length*`` (score = len(response)), ``half`` (per-item error on an emp
 too few), ``flaky`` (503 on every other call), ``bad`` (always 400, with a secret-looking
 body), ``chatty`` (a 1 MB per-item error), ``trickle*`` (200, then one byte every
 ``TRICKLE_S`` for a minute), ``huge`` (an endless stream of bytes), ``redirect`` (307 to
-``length``). ``GET /calls`` counts score calls, ``GET /streams`` counts the streams that were
-opened, closed before their end (the client hung up) and the most open at once.
+``length``). ``GET /calls`` counts score calls; ``GET /streams`` counts, per plugin, the
+streams opened (``NAME:opened``), cut before their end because the client hung up
+(``NAME:cut``) and the most open at once (``NAME:max_open``).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ async def get_streams() -> dict[str, int]:
     return dict(streams)
 
 
-async def _stream(chunk: bytes, pause_s: float, total_s: float) -> AsyncIterator[bytes]:
-    streams["opened"] += 1
-    streams["open"] += 1
-    streams["max_open"] = max(streams["max_open"], streams["open"])
+async def _stream(name: str, chunk: bytes, pause_s: float,
+                  total_s: float) -> AsyncIterator[bytes]:
+    streams[f"{name}:opened"] += 1
+    streams[f"{name}:open"] += 1
+    streams[f"{name}:max_open"] = max(streams[f"{name}:max_open"], streams[f"{name}:open"])
     finished = False
     try:
         yield b'{"scores": ['
@@ -53,9 +55,9 @@ async def _stream(chunk: bytes, pause_s: float, total_s: float) -> AsyncIterator
             yield chunk
         finished = True
     finally:
-        streams["open"] -= 1
+        streams[f"{name}:open"] -= 1
         if not finished:
-            streams["cut"] += 1
+            streams[f"{name}:cut"] += 1
 
 
 @app.post("/v1/rewards/{name}/score")
@@ -85,9 +87,10 @@ async def score(name: str, body: dict[str, Any]) -> Any:
     if name == "chatty":
         return {"scores": [None for _ in items], "errors": [SECRET * 50_000 for _ in items]}
     if name.startswith("trickle"):
-        return StreamingResponse(_stream(b" ", TRICKLE_S, 60.0), media_type="application/json")
+        return StreamingResponse(_stream(name, b" ", TRICKLE_S, 60.0),
+                                 media_type="application/json")
     if name == "huge":
-        return StreamingResponse(_stream(b"0," * 32_768, 0.0, 30.0),
+        return StreamingResponse(_stream(name, b"0," * 32_768, 0.0, 30.0),
                                  media_type="application/json")
     if name == "redirect":
         return RedirectResponse("/v1/rewards/length/score", status_code=307)
