@@ -1,8 +1,12 @@
-"""The ``rlsys`` command line: ``train``, ``validate``, ``eval``, ``serve``.
+"""The ``rlsys`` command line: ``train``, ``validate``, ``eval``, ``serve``, ``config``.
 
-User errors (a bad recipe, a missing file, bad data) print a message naming the field or file
-and exit with status 2, without a traceback. Heavy imports (Ray, torch, the service) happen
-inside the command that needs them, so ``rlsys --help`` and ``rlsys validate`` are quick.
+User errors (``rlsys.errors.UserError``: a bad recipe, a missing or unreadable file, bad data,
+an unknown model or reward argument) print one line per problem naming the file and field (and
+the line, for data) and exit with status 2, without a traceback; any other exception is a bug
+and keeps its traceback. ``validate`` and ``train`` check the model, the data files and the
+reward arguments before anything starts (``rlsys.config.checks``). Heavy imports (Ray, torch,
+the service) happen inside the command that needs them, so ``rlsys --help`` and
+``rlsys validate`` are quick.
 """
 
 from __future__ import annotations
@@ -13,11 +17,10 @@ import sys
 from collections.abc import Sequence
 
 from learner.errors import LearnerLostError
-from rlsys.config import RecipeError, load_recipe
+from rlsys.config import load_recipe
+from rlsys.errors import UserError
 
-
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback."""
+__all__ = ["UserError", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,11 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--address", default=None,
                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--run-dir", default=None, help="output directory (overrides the recipe)")
-    recipe_cmd("validate", "check a recipe without running it")
+    recipe_cmd("validate", "check a recipe, its model, data files and reward arguments without "
+                           "running it")
     ev = recipe_cmd("eval", "pass@k / maj@k of a checkpoint with the recipe's reward")
     ev.add_argument("--checkpoint", required=True, help="HF model directory or short name")
     ev.add_argument("--address", default=None, help="Ray cluster address")
     ev.add_argument("--output", default=None, help="write the JSON report here")
+
+    config = sub.add_parser("config", help="print the recipe JSON schema or a resolved recipe",
+                            description="Print the recipe JSON schema or a resolved recipe.")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="WHAT")
+    config_sub.add_parser("schema", help="the JSON schema of a recipe (every field, type, "
+                          "default and description)")
+    show = config_sub.add_parser("show", help="the recipe as run: overrides applied, every "
+                                 "default filled in (YAML)")
+    show.add_argument("recipe", help="recipe YAML file")
+    show.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY.PATH=VALUE", help="override a recipe field (repeatable)")
 
     serve = sub.add_parser("serve", help="run the reward-plugin REST service",
                            description="Run the reward-plugin REST service (FastAPI + Redis).")
@@ -56,15 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _load_checked(args: argparse.Namespace):
+    """The recipe, with its model, data files and reward arguments checked."""
+    from rlsys.config.checks import check_inputs
+
     recipe = load_recipe(args.recipe, args.overrides)
+    check_inputs(recipe, args.recipe)
+    return recipe
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    recipe = _load_checked(args)
     kinds = " -> ".join(f"{s.name}({s.kind})" for s in recipe.stages)
     print(f"{args.recipe}: OK — recipe {recipe.name!r}, stages: {kinds}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = _load_checked(args)  # before Ray starts: bad input fails in a second
     from rlsys.controller.runner import run_recipe
 
     run_recipe(recipe, address=args.address, run_dir=args.run_dir)
@@ -72,7 +96,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
+    from rlsys.modeling.resolve import check_model
+
+    recipe = _load_checked(args)
+    check_model(args.checkpoint)
     from rlsys.controller.evaluate import eval_checkpoint
 
     eval_checkpoint(recipe, args.checkpoint, address=args.address, output=args.output)
@@ -92,26 +119,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [RecipeError, UserError, FileNotFoundError]
-    try:
-        from rlsys.data.sources import DataError
+def _cmd_config(args: argparse.Namespace) -> int:
+    import json
 
-        types.append(DataError)
-    except ImportError:  # pragma: no cover - data layer always present once installed
-        pass
-    return tuple(types)
+    if args.config_command == "schema":
+        from rlsys.config.schema import Recipe
+
+        print(json.dumps(Recipe.model_json_schema(), indent=2))
+        return 0
+    import yaml
+
+    from rlsys.config.doc import resolved_dict
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(yaml.safe_dump(resolved_dict(recipe), sort_keys=False, allow_unicode=True), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlsys`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     handler = {"validate": _cmd_validate, "train": _cmd_train, "eval": _cmd_eval,
-               "serve": _cmd_serve}[args.command]
+               "serve": _cmd_serve, "config": _cmd_config}[args.command]
     try:
         return handler(args)
-    except _user_error_types() as exc:
-        print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, FileNotFoundError) as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"rlsys {args.command}: error: {line}", file=sys.stderr)
         return 2
     except LearnerLostError as exc:  # a rank's process died: one line naming its log, exit 3
         print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)

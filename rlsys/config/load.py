@@ -1,7 +1,9 @@
 """Load a recipe YAML, apply ``--set a.b=c`` overrides, validate, and check registry names.
 
-Errors are collected into one ``RecipeError`` whose lines each name a field path, so
-``rlsys validate`` can print them all. This module does not run anything.
+Errors are collected into one ``RecipeError`` (a ``rlsys.errors.UserError``) with one line per
+error, each naming the file and the field path (or the line, for YAML and encoding errors), so
+``rlsys validate`` can print them all. This module does not run anything and does not open data
+files or models (``rlsys.config.checks`` does).
 """
 
 from __future__ import annotations
@@ -13,16 +15,52 @@ import yaml
 from pydantic import ValidationError
 
 from rlsys.config.schema import RL_KINDS, Recipe
+from rlsys.errors import UserError
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; ``errors`` holds ``(field_path, reason)`` pairs."""
+class RecipeError(UserError, ValueError):
+    """A recipe that cannot be used; ``errors`` holds ``(field_path, reason)`` pairs.
+
+    Its message has one line per error: ``SOURCE: FIELD.PATH: reason`` (or ``SOURCE: reason``
+    for an error of the whole file).
+    """
 
     def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
         self.source = source
         self.errors = errors
-        lines = "\n".join(f"  {path or '<root>'}: {msg}" for path, msg in errors)
-        super().__init__(f"{source}: {len(errors)} error(s)\n{lines}")
+        lines = [f"{source}: {path}: {_one_line(msg)}" if path else
+                 f"{source}: {_one_line(msg)}" for path, msg in errors]
+        super().__init__("\n".join(lines))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}not valid YAML: {problem}"
+
+
+def _read_text(path: str | Path, source: str) -> str:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(source, [("", "file not found")]) from None
+    except IsADirectoryError:
+        raise RecipeError(source, [("", "is a directory, not a recipe file")]) from None
+    except PermissionError:
+        raise RecipeError(source, [("", "permission denied")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - raw.rfind(b"\n", 0, err.start)
+        raise RecipeError(source, [("", f"line {line}, column {column}: not UTF-8 text (byte "
+                                        f"{raw[err.start]:#04x}); save the recipe as UTF-8")]
+                          ) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -36,7 +74,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise RecipeError("--set", [(key, f"value is not valid YAML: {exc}")]) from None
+        raise RecipeError("--set", [(key, f"value is {_yaml_problem(exc)}")]) from None
     return parts, value
 
 
@@ -98,12 +136,11 @@ def _registry_errors(recipe: Recipe) -> list[tuple[str, str]]:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read ``path``, apply dotted overrides, validate; ``RecipeError`` lists all errors."""
     source = str(path)
+    text = _read_text(path, source)
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise RecipeError(source, [("", "file not found")]) from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(source, [("", f"not valid YAML: {exc}")]) from None
+        raise RecipeError(source, [("", _yaml_problem(exc))]) from None
     if not isinstance(data, dict):
         raise RecipeError(source, [("", "a recipe must be a mapping at the top level")])
     for text in overrides:

@@ -106,7 +106,7 @@ class RunContext:
 
                 loaded = load_records(self.resolve_path(src.path), format=src.format,
                                       fields=src.fields or None, on_error=src.on_error,
-                                      source_name=src.name)
+                                      source_name=src.name, kind=src.kind)
                 if loaded.skipped:
                     print(f"[data] {name}: skipped {loaded.skipped} malformed row(s), e.g. "
                           f"{loaded.errors[:1]}", flush=True)

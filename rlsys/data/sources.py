@@ -6,6 +6,8 @@ each row are taken as they are. A malformed row (bad JSON, not an object, a miss
 field, a value of the wrong type) raises ``DataError`` naming the file, the 1-based line (JSONL)
 or record/row number (JSON, Parquet, datasets) and the field -- or, with ``on_error="skip"``, is
 skipped, counted in ``LoadedSource.skipped`` and logged once per source (never dropped silently).
+Bytes that are not UTF-8 and a file without a single record (empty, blank lines only, or every
+row skipped) are ``DataError``s too; ``DataError`` is a ``rlsys.errors.UserError``.
 
 This module does not tokenize, template or shuffle anything.
 """
@@ -19,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlsys.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 CANONICAL_FIELDS = ("prompt", "response", "messages", "chosen", "rejected", "text", "answer")
@@ -29,11 +33,12 @@ KIND_REQUIREMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "text": (("text",),),
     "sft": (("messages",), ("prompt", "response")),
     "pair": (("prompt", "chosen", "rejected"),),
+    "prompt": (("prompt",),),
 }
 _MAX_ERRORS_KEPT = 5
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or record is malformed; the message names the file, line/row and field."""
 
 
@@ -131,9 +136,19 @@ class _RowError(Exception):
         self.reason = reason
 
 
+def _not_utf8(path: str, line: int, byte: int, column: int) -> DataError:
+    return DataError(f"{path}:line {line}: not UTF-8 text (byte {byte:#04x} at column "
+                     f"{column}); re-encode the file as UTF-8")
+
+
 def _iter_jsonl(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    # Read bytes and decode line by line, so a non-UTF-8 byte is reported with its line.
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, number, raw[err.start], err.start + 1) from None
             if not line.strip():
                 continue  # blank lines are not records
             try:
@@ -148,11 +163,20 @@ class _BadJson:
 
 
 def _iter_json(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - raw.rfind(b"\n", 0, err.start)
+        raise _not_utf8(path, line, raw[err.start], column) from None
+    if not text.strip():
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:line {err.lineno}: invalid JSON: {err.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -221,8 +245,12 @@ def load_records(
         on_error: ``"raise"`` (first bad row raises ``DataError``) or ``"skip"`` (count it).
         source_name: name used in messages; defaults to the file name.
         split: the split of a saved ``DatasetDict``.
-        kind: ``text``, ``sft`` or ``pair``: also require the fields that kind needs
-            (``KIND_REQUIREMENTS``); None checks only the mapped fields.
+        kind: ``text``, ``sft``, ``pair`` or ``prompt``: also require the fields that kind
+            needs (``KIND_REQUIREMENTS``); None checks only the mapped fields.
+
+    Raises:
+        DataError: a missing or non-UTF-8 file, a malformed row (``on_error="raise"``), or no
+            record at all.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -254,7 +282,18 @@ def load_records(
             loaded.skipped += 1
             if len(loaded.errors) < _MAX_ERRORS_KEPT:
                 loaded.errors.append(message)
+    if not loaded.records:
+        raise DataError(_why_empty(path, loaded))
     if loaded.skipped:
         logger.warning("source %s: skipped %d malformed rows (first: %s)",
                        loaded.name, loaded.skipped, loaded.errors[0])
     return loaded
+
+
+def _why_empty(path: str, loaded: LoadedSource) -> str:
+    if loaded.skipped:
+        return (f"{path}: no usable records: all {loaded.skipped} rows are malformed "
+                f"(first: {loaded.errors[0]})")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return f"{path}: no records: the file is empty"
+    return f"{path}: no records: the file holds no rows (only blank lines or an empty list)"

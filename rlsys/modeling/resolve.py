@@ -8,7 +8,9 @@ else ``$RLSYS_CACHE``, else ``~/.cache/rlsys/models``) and reused afterwards.
 Concurrency: a build holds an exclusive ``fcntl.flock`` on ``<cache>/.locks/<key>.lock``, writes
 into a private temporary directory and publishes it with one atomic ``os.rename``; a finished
 entry is therefore either absent or complete, and concurrent callers (processes or Ray actors on
-one machine) build it once. This module does not download anything and does not load models.
+one machine) build it once. ``check_model`` checks a name without building it (for
+``rlsys validate``); its errors are ``UserError``s. This module does not download anything and
+does not load models.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from rlsys.errors import UserError
 from rlsys.modeling import builders
 from rlsys.registry import Registry
 
@@ -129,34 +132,55 @@ MODELS.register(
 )
 
 
+class ModelError(UserError, ValueError):
+    """A model name that is neither an existing HF directory nor a known short name."""
+
+
+class ModelPathError(ModelError, FileNotFoundError):
+    """A model path that does not exist or is not an HF directory (no ``config.json``)."""
+
+
 def _looks_like_path(name: str) -> bool:
     return os.sep in name or name.startswith((".", "~")) or os.path.exists(name)
+
+
+def check_model(name_or_path: str) -> tuple[ModelSpec | None, str]:
+    """Check a model name without building anything: ``(spec, arg)`` for a short name,
+    ``(None, directory)`` for a path.
+
+    Raises ``ModelPathError`` naming the path when a directory lacks ``config.json`` or a path
+    does not exist, and ``ModelError`` listing the known short names for an unknown name.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ModelError(f"model must be a non-empty string, got {name_or_path!r}")
+    if _looks_like_path(name_or_path):
+        path = os.path.expanduser(name_or_path)
+        if not os.path.isdir(path):
+            raise ModelPathError(f"model path {path!r} does not exist or is not a directory")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ModelPathError(f"model directory {path!r} has no config.json")
+        return None, path
+    short, _, arg = name_or_path.partition(":")
+    if short not in MODELS:
+        raise ModelError(
+            f"unknown model {name_or_path!r}: not an existing directory and not a short name; "
+            f"known short names: {', '.join(MODELS.names())}"
+        )
+    spec = MODELS.get(short)
+    key = spec.key if not arg else f"{spec.key}-{arg}"
+    if os.sep in key or key.startswith("."):
+        raise ModelError(f"invalid model argument in {name_or_path!r}")
+    return spec, arg
 
 
 def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     """Return a local HF model directory for a path or a short name from ``MODELS``.
 
-    Raises ``FileNotFoundError`` naming the path when a directory lacks ``config.json`` or a
-    path does not exist, and ``ValueError`` listing the known short names for an unknown name.
+    Errors are those of ``check_model`` (user errors naming the path or listing known names).
     """
-    if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"model must be a non-empty string, got {name_or_path!r}")
-    if _looks_like_path(name_or_path):
-        path = os.path.expanduser(name_or_path)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"model path {path!r} does not exist or is not a directory")
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"model directory {path!r} has no config.json")
-        return path
-    short, _, arg = name_or_path.partition(":")
-    if short not in MODELS:
-        raise ValueError(
-            f"unknown model {name_or_path!r}: not an existing directory and not a short name; "
-            f"known short names: {', '.join(MODELS.names())}"
-        )
-    spec = MODELS.get(short)
+    spec, arg = check_model(name_or_path)
+    if spec is None:
+        return arg
     cache = os.path.expanduser(cache_dir) if cache_dir else default_cache_dir()
     key = spec.key if not arg else f"{spec.key}-{arg}"
-    if os.sep in key or key.startswith("."):
-        raise ValueError(f"invalid model argument in {name_or_path!r}")
     return ensure_built(cache, key, lambda out: spec.build(out, arg or None, cache))
