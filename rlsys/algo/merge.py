@@ -13,7 +13,6 @@ float64 out). This module does not read or write checkpoints, and does not know 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -84,7 +83,7 @@ def _trim(task: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the ``ceil(density * n)`` largest-magnitude entries, zero the rest (TIES step 1)."""
     if density >= 1.0:
         return task
-    k = max(1, math.ceil(density * task.numel()))
+    k = max(1, int(-(-density * task.numel() // 1)))  # ceil, without importing math
     flat = task.flatten()
     keep = torch.zeros_like(flat, dtype=torch.bool)
     keep[flat.abs().topk(k).indices] = True
