@@ -99,17 +99,20 @@ def _full_shape(param: torch.nn.Parameter) -> torch.Size:
 
 
 def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: decay on >= 2-D weights, none on biases and norm scales (1-D)."""
+    """Two AdamW groups: decay on >= 2-D weights, none on biases and norm scales (1-D). An
+    empty group is left out (LoRA trains matrices only; DeepSpeed drops empty groups, which
+    would leave the LR scheduler one lambda too many)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         is_matrix = len(_full_shape(param)) >= 2 and not name.endswith(".bias")
         (decay if is_matrix else no_decay).append(param)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    return [group for group in groups if group["params"]]
 
 
 def create_engine(

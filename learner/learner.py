@@ -30,17 +30,17 @@ import torch
 import torch.distributed as dist
 
 from learner import checkpoint as ckpt
-from learner.critic import CriticModel, save_critic, values_from_output
+from learner.critic import values_from_output
 from learner.engine import (
     DTYPES,
     build_ds_config,
     create_engine,
     default_backend,
-    gathered_state_dict,
     init_distributed,
     skip_shm_comm_build,
 )
 from learner.loading import EngineView, load_model, maybe_tokenizer, seed_everything
+from learner.lora import disabled_adapters, is_lora, wrap_lora
 from learner.losses import (
     LossFn,
     dpo_loss_fn,
@@ -51,6 +51,7 @@ from learner.losses import (
     trim_to_targets,
     value_loss_fn,
 )
+from learner.model_io import adapter_payload, full_state, save_model_dir
 from learner.prefix import plan_shared_prompts, shared_prompt_forward, unalign
 from learner.schedules import build_lr_lambda
 from rlsys.algo import sequence_logps, token_logprobs
@@ -77,6 +78,8 @@ class Learner:
         value_head: build a critic (``learner.critic``) instead of a causal LM.
         gradient_checkpointing: recompute activations in backward.
         num_threads: ``torch.set_num_threads`` for this process (None leaves it).
+        lora: ``{r, alpha, dropout, target_modules, modules_to_save}`` trains peft LoRA adapters
+            instead of the whole model (``learner.lora``); None: full fine-tuning.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Learner:
         value_head: bool = False,
         gradient_checkpointing: bool = False,
         num_threads: int | None = 1,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         from rlsys.modeling import resolve_model
 
@@ -126,6 +130,8 @@ class Learner:
             ds_config, value_head=value_head, dtype=DTYPES[dtype],
             gradient_checkpointing=gradient_checkpointing,
         )  # fmt: skip
+        if lora:
+            model = wrap_lora(model, lora, value_head=value_head, model_dir=self.model_dir)
         self._engine = create_engine(
             model, ds_config=ds_config, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
             lr_lambda=lr_lambda,
@@ -165,6 +171,7 @@ class Learner:
             "model_dir": self.model_dir,
             "num_threads": torch.get_num_threads(),
             "share_prompts": self.share_prompts,
+            "lora": is_lora(self._engine.module),
         }
 
     # ----------------------------------------------------------------- forward (no grad)
@@ -190,6 +197,18 @@ class Learner:
     def forward_sequence_logps(self, batch: TokenBatch) -> torch.Tensor:
         """(B,) float32 CPU sums of the masked token log-probs (DPO reference log-probs)."""
         return sequence_logps(self.forward_logprobs(batch), batch.mask)
+
+    @torch.no_grad()
+    def forward_ref_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        """``forward_logprobs`` of the LoRA reference: this model with its adapters disabled
+        (the stage's starting weights; no second model copy). Needs ``lora``."""
+        with disabled_adapters(self._engine.module, "forward_ref_logprobs"):
+            return self.forward_logprobs(batch)
+
+    @torch.no_grad()
+    def forward_ref_sequence_logps(self, batch: TokenBatch) -> torch.Tensor:
+        """(B,) ``forward_sequence_logps`` with the adapters disabled (DPO's LoRA reference)."""
+        return sequence_logps(self.forward_ref_logprobs(batch), batch.mask)
 
     @torch.no_grad()
     def forward_values(self, batch: TokenBatch) -> torch.Tensor:
@@ -355,13 +374,18 @@ class Learner:
     # ----------------------------------------------------------------- weights and checkpoints
     def state_dict_for_sync(self, dtype: str | None = None) -> dict[str, torch.Tensor] | None:
         """Full HF-named CPU tensors on rank 0 (None on other ranks), in ``dtype`` (default: the
-        training dtype). Call on ALL ranks: under ZeRO-3 every rank takes part in the gather."""
-        return gathered_state_dict(
-            self._engine.module,
-            zero_stage=self.zero_stage,
-            rank=self.rank,
-            dtype=DTYPES[dtype] if dtype is not None else None,
-        )
+        training dtype). Call on ALL ranks: under ZeRO-3 every rank takes part in the gather.
+        With LoRA: the Hugging Face names of the base model, adapters merged."""
+        return full_state(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
+                          dtype=DTYPES[dtype] if dtype is not None else None)
+
+    def adapter_for_sync(
+        self, dtype: str | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """``(adapter tensors named as in adapter_model.safetensors, layout for the engine)`` on
+        rank 0, None elsewhere: an adapter-only weight sync. Call on ALL ranks; needs LoRA."""
+        return adapter_payload(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
+                               dtype=DTYPES[dtype] if dtype is not None else None)
 
     def save_checkpoint(
         self,
@@ -383,7 +407,8 @@ class Learner:
             if self.rank == 0:
                 (tmp / ckpt.TRAINING_STATE).mkdir(parents=True)
             dist.barrier()
-            self._save_hf(tmp)
+            save_model_dir(self._engine.module, tmp, zero_stage=self.zero_stage, rank=self.rank,
+                           tokenizer=self._tokenizer, merged=not training_state)
             if training_state:
                 self._engine.save_checkpoint(
                     str(tmp / ckpt.TRAINING_STATE / DEEPSPEED_DIR),
@@ -438,18 +463,6 @@ class Learner:
         ckpt.restore_rng_state(torch.load(ckpt.rng_file(path, self.rank), weights_only=False))
         self.step = int(state["step"])
         return dict(state["extra_state"])
-
-    def _save_hf(self, path: Path) -> None:
-        state = gathered_state_dict(self._engine.module, zero_stage=self.zero_stage, rank=self.rank)
-        if self.rank != 0:
-            return
-        module = self._engine.module
-        if isinstance(module, CriticModel):
-            save_critic(module, state, str(path))
-        else:
-            module.save_pretrained(str(path), state_dict=state)
-        if self._tokenizer is not None:
-            self._tokenizer.save_pretrained(str(path))
 
     def _broadcast_token(self) -> str:
         token = [uuid.uuid4().hex if self.rank == 0 else None]
