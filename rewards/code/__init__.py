@@ -51,6 +51,9 @@ fail), callables cannot be passed to the candidate, only the standard library ex
 Isolation details and rlimits: see ``rewards.code.sandbox``. ``RLIMIT_NPROC`` is not enforced
 for a root caller even in a user namespace (uid 65534 maps to host root), so bwrap itself runs
 under a fresh non-root uid per sandbox; then a fork bomb stops at the limit.
+Memory: ``memory_mb`` is the total of one sandbox (every process, ``/tmp`` and ``/dev/shm``
+together), split by ``sandbox.budget``; memory that no limit counts (memfd, System V shm) is
+refused by ``seccomp``.
 """
 
 from rewards.code.runner import STATUSES, SandboxPool, SandboxResult, run_tests

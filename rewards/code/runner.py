@@ -90,7 +90,8 @@ def run_tests(program: str, tests: str, timeout_s: float = 10.0, memory_mb: int 
     """Run ``program`` against assert-style ``tests`` and/or stdin/stdout ``stdin_cases``.
 
     ``timeout_s`` bounds the whole assert run, and each stdin case separately; ``memory_mb``
-    is the address-space limit of the candidate. Bad arguments raise TypeError/ValueError.
+    bounds the candidate's sandbox in total (all its processes and tmpfs; one process gets a
+    share, see ``sandbox.budget``). Bad arguments raise TypeError/ValueError.
     """
     cases = _validate(program, tests, timeout_s, memory_mb, stdin_cases)
     start = time.monotonic()
@@ -123,7 +124,7 @@ def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
                             stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                             pass_fds=(prog_fd, call_r, reply_w)))
         procs.append(launch(["-c", _source("_judge.py"), str(spec_fd), str(report_w),
-                             str(call_w), str(reply_r)], Limits(cpu_s=limits.cpu_s),
+                             str(call_w), str(reply_r)], _judge_limits(limits),
                             stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w,
                             pass_fds=(spec_fd, report_w, call_w, reply_r)))
     except BaseException:
@@ -148,6 +149,11 @@ def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
             kill(proc)
     return _assert_verdict(outcome, pipes[report_r].data, pipes[out_r].data,
                            procs[0].returncode, len(prepared.statements))
+
+
+def _judge_limits(limits: Limits) -> Limits:
+    """The judge runs trusted code in one process: its whole budget goes to that process."""
+    return Limits(cpu_s=limits.cpu_s, processes=1)
 
 
 def _assert_verdict(outcome: str, report_bytes: bytearray, output: bytearray,

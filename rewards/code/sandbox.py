@@ -1,13 +1,23 @@
-"""Launch one Python process inside bubblewrap, with rlimits, a fresh uid and capped output.
+"""Launch one Python process inside bubblewrap, with rlimits, a fresh uid and a memory total.
 
 Isolation of one process (``launch``):
 * ``bwrap --unshare-all`` (user, pid, net, ipc, uts, cgroup namespaces: no network at all),
+  ``--disable-userns`` (no nested user namespace, so no tmpfs of the program's own),
   ``--die-with-parent``, ``--new-session``, ``--uid/--gid 65534``, ``--cap-drop ALL``,
-  ``--clearenv`` plus an explicit minimal environment (the host environment never enters).
+  ``--clearenv`` plus an explicit minimal environment (the host environment never enters),
+  and the ``seccomp`` filter (no memfd, System V shm/msg, POSIX mqueue or io_uring).
 * Only ``/usr`` (and the ``/lib*``, ``/bin`` links) and the interpreter's own prefix are
-  mounted, read-only; ``/tmp`` (the working directory) is a private size-capped tmpfs; ``/dev``
-  and ``/proc`` are the sandbox's own. ``/etc``, ``/root``, the repository and ``/work`` do not
+  mounted, read-only; ``/tmp`` (the working directory) and ``/dev/shm`` are private
+  size-capped tmpfs; ``/dev`` and ``/proc`` are the sandbox's own; the root and ``/dev``
+  tmpfs are remounted read-only. ``/etc``, ``/root``, the repository and ``/work`` do not
   exist inside.
+* Memory total (``budget``): ``Limits.memory_mb`` bounds the whole sandbox, all processes
+  and both tmpfs together. RLIMIT_AS is per process, so it is ``memory_mb`` minus the tmpfs
+  caps and the bwrap supervisors, divided by the number of processes RLIMIT_NPROC allows
+  (``Limits.processes``, default 4, fewer when that would leave one under 32 MB; threads
+  count as processes there). Measured on the host by ``tests/rewards/test_code_memory.py``.
+  Not counted: kernel buffers of pipes and sockets (bounded by fs.pipe-user-pages-soft per
+  uid and the socket buffer sysctls) and page tables.
 * bwrap runs under a fresh non-root host uid per launch (``preexec_fn``: private mount
   namespace, the interpreter prefix bind-mounted on a world-readable directory because ``/root``
   is 0700, then setgroups/setresgid/setresuid). Why: when the caller is root, uid 65534 in the
@@ -16,7 +26,7 @@ Isolation of one process (``launch``):
   loop fails with EAGAIN after the limit). Per-uid process counts are released lazily by the
   kernel after a sandbox exits, so a uid is never reused soon (``_next_uid``).
 * rlimits (``preexec_fn``, after the uid change, inherited by everything inside): AS (memory),
-  CPU, FSIZE, NOFILE, NPROC, CORE=0. Hard = soft, so they cannot be raised again.
+  CPU, FSIZE, NOFILE, NPROC, CORE=0, MSGQUEUE=0. Hard = soft, so they cannot be raised again.
 * Kill: the outer bwrap leads its own process group; killing it makes the sandbox's pid 1 die
   (``--die-with-parent``), and the kernel kills every process left in the pid namespace.
   Measured: bwrap's in-namespace pid 1 is re-parented to the host's init when the outer bwrap
@@ -43,6 +53,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from rewards.code import seccomp
+
 BWRAP = shutil.which("bwrap") or "/usr/bin/bwrap"
 PYTHON = os.path.realpath(sys.executable)
 PYTHON_HOME = os.path.realpath(sys.base_prefix)
@@ -64,14 +76,43 @@ _CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x20000, 4096, 16384, 1 << 18
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed process."""
+    """Resource limits of one sandbox; ``memory_mb`` bounds all its processes and tmpfs."""
 
     memory_mb: int = 1024
     cpu_s: int = 11
     file_mb: int = 16
-    tmpfs_mb: int = 32
+    tmpfs_mb: int = 32  # /tmp, at most memory_mb / 8
+    shm_mb: int = 16  # /dev/shm, at most memory_mb / 16
     nofile: int = 256
-    nproc: int = 64
+    processes: int = 4  # tasks (processes or threads) the program may run at once
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How ``Limits.memory_mb`` is split: tmpfs sizes, per-process RLIMIT_AS, RLIMIT_NPROC."""
+
+    tmp_mb: int
+    shm_mb: int
+    process_mb: int
+    nproc: int
+
+
+SUPERVISOR_MB = 8  # the two bwrap processes (outer, and init of the pid namespace): ~2 MB each
+MIN_PROCESS_MB = 32  # an interpreter with a few stdlib modules; fewer processes below this
+
+
+def budget(limits: Limits) -> Budget:
+    """Split ``memory_mb`` so that processes * RLIMIT_AS + both tmpfs + bwrap <= memory_mb.
+
+    RLIMIT_AS is per process and RLIMIT_NPROC counts the uid's tasks (the two bwrap
+    supervisors included), so the number of processes times their address-space limit is the
+    most they can hold together; the tmpfs caps are counted on top.
+    """
+    tmp = min(limits.tmpfs_mb, limits.memory_mb // 8)
+    shm = min(limits.shm_mb, limits.memory_mb // 16)
+    left = limits.memory_mb - tmp - shm - SUPERVISOR_MB
+    processes = max(1, min(limits.processes, left // MIN_PROCESS_MB))
+    return Budget(tmp, shm, left // processes, processes + 2)
 
 
 def _next_uid() -> int:
@@ -80,10 +121,11 @@ def _next_uid() -> int:
 
 
 def _preexec(uid: int, limits: Limits):
-    rlimits = [(resource.RLIMIT_AS, limits.memory_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
+    plan = budget(limits)
+    rlimits = [(resource.RLIMIT_AS, plan.process_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
                (resource.RLIMIT_FSIZE, limits.file_mb << 20),
-               (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_NPROC, limits.nproc),
-               (resource.RLIMIT_CORE, 0)]
+               (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_NPROC, plan.nproc),
+               (resource.RLIMIT_CORE, 0), (resource.RLIMIT_MSGQUEUE, 0)]
     home, stage = PYTHON_HOME.encode(), _STAGE.encode()
 
     def child() -> None:  # runs between fork and exec: no imports, no allocation-heavy work
@@ -112,16 +154,23 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(python_args: list[str], limits: Limits) -> list[str]:
+def bwrap_argv(python_args: list[str], limits: Limits,
+               seccomp_fd: int | None = None) -> list[str]:
     """The full bwrap command line running ``python <flags> <python_args>`` in a sandbox."""
+    plan = budget(limits)
     env: list[str] = []
     for key, value in SANDBOX_ENV.items():
         env += ["--setenv", key, value]
-    return [BWRAP, "--unshare-all", "--die-with-parent", "--new-session",
-            "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv", *env,
-            *_system_binds(), "--ro-bind", _STAGE, PYTHON_HOME,
-            "--dev", "/dev", "--proc", "/proc",
-            "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
+    seccomp_args = [] if seccomp_fd is None else ["--seccomp", str(seccomp_fd)]
+    # Writable memory-backed mounts are only the two size-capped tmpfs; the root and /dev
+    # tmpfs bwrap creates are remounted read-only once set up. No nested user namespace: it
+    # would let the program mount a tmpfs of its own, outside every cap.
+    return [BWRAP, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+            "--clearenv", *env, *_system_binds(), "--ro-bind", _STAGE, PYTHON_HOME,
+            "--dev", "/dev", "--size", str(plan.shm_mb << 20), "--tmpfs", "/dev/shm",
+            "--proc", "/proc", "--size", str(plan.tmp_mb << 20), "--tmpfs", "/tmp",
+            "--remount-ro", "/dev", "--remount-ro", "/", *seccomp_args, "--chdir", "/tmp",
             PYTHON, *PYTHON_FLAGS, *python_args]
 
 
@@ -139,9 +188,17 @@ def memfd(data: str | bytes, name: str = "rlsys") -> int:
 def launch(python_args: list[str], limits: Limits, *, stdin: int, stdout: int, stderr: int,
            pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Start a sandboxed interpreter; the caller owns the returned process (see ``kill``)."""
-    return subprocess.Popen(bwrap_argv(python_args, limits), stdin=stdin, stdout=stdout,
-                            stderr=stderr, pass_fds=pass_fds, cwd="/", env={"PATH": "/usr/bin"},
-                            start_new_session=True, preexec_fn=_preexec(_next_uid(), limits))
+    bpf = seccomp.program()
+    seccomp_fd = None if bpf is None else memfd(bpf, "rlsys-seccomp")
+    try:
+        fds = pass_fds if seccomp_fd is None else (*pass_fds, seccomp_fd)
+        return subprocess.Popen(bwrap_argv(python_args, limits, seccomp_fd), stdin=stdin,
+                                stdout=stdout, stderr=stderr, pass_fds=fds, cwd="/",
+                                env={"PATH": "/usr/bin"}, start_new_session=True,
+                                preexec_fn=_preexec(_next_uid(), limits))
+    finally:
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
 
 
 def kill(proc: subprocess.Popen) -> None:
