@@ -33,7 +33,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "grading_budget_s": ("--grading-budget-s", float,
                          "total grading time of one built-in request; later items time out"),
     "grading_concurrency": ("--grading-concurrency", int,
-                            "built-in grading jobs at once, shared round robin by requests"),
+                            "built-in grading jobs at once, shared fairly by requests"),
 }
 
 

@@ -1,12 +1,14 @@
-"""Fair, bounded grading of built-in rewards: round robin between requests, a budget per request.
+"""Fair, bounded grading of built-in rewards: shared fairly between requests, a budget per
+request.
 
 ``FairGrader.run(fn, chunks, budget_s)`` runs ``fn(chunk)`` for each chunk in the threadpool
 (built-in rewards are CPU-bound or wait on sandboxes). At most ``slots`` chunks run at once,
-across all requests, and a free slot goes to the next request in round-robin order, so a
-request of many slow items delays another request by at most one chunk per slot, not by its
-whole batch. Each request has a total budget (``grading_budget_s``) counted from its arrival:
-chunks not finished by then come back as ``TIMED_OUT`` (those still queued are never started;
-a running one keeps its slot until its thread returns, but its result is dropped).
+across all requests, and a free slot goes to the waiting request that has had the fewest chunks
+started so far (the earliest on a tie): a new request goes next, and a request of many slow
+items delays another one by the chunks already running, not by its whole batch. Each request
+has a total budget (``grading_budget_s``) counted from its arrival: chunks not finished by then
+come back as ``TIMED_OUT`` (those still queued are never started; a running one keeps its slot
+until its thread returns, but its result is dropped).
 
 Everything here runs on the event loop; nothing is cancelled inside a thread (the rewards have
 their own per-item timeouts). This module knows nothing of rewards, Redis or HTTP.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,14 +36,16 @@ class _Job:
 
 
 class FairGrader:
-    """Round-robin scheduler of grading chunks over ``slots`` threadpool workers."""
+    """Fair (least-served-first) scheduler of grading chunks over ``slots`` threadpool
+    workers."""
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
             raise ValueError(f"FairGrader needs at least one slot, got {slots}")
         self.slots = slots
         self.running = 0
-        self._queues: OrderedDict[int, deque[_Job]] = OrderedDict()
+        self._queues: dict[int, deque[_Job]] = {}
+        self._started: dict[int, int] = {}
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
@@ -60,7 +64,7 @@ class FairGrader:
         deadline = loop.time() + budget_s
         rid = next(self._ids)
         jobs = [_Job(fn, chunk, loop.create_future()) for chunk in chunks]
-        self._queues[rid] = deque(jobs)
+        self._queues[rid], self._started[rid] = deque(jobs), 0
         try:
             self._pump()
             futures = [job.future for job in jobs]
@@ -69,15 +73,18 @@ class FairGrader:
                 await asyncio.wait(futures, timeout=remaining)
         finally:
             self._queues.pop(rid, None)  # never start what nobody waits for
+            self._started.pop(rid, None)
         return [job.future.result() if job.future.done() and not job.future.cancelled()
                 else TIMED_OUT for job in jobs]
 
     def _pump(self) -> None:
         while self.running < self.slots and self._queues:
-            rid, queue = self._queues.popitem(last=False)
+            rid = min(self._queues, key=lambda r: (self._started[r], r))  # least served first
+            queue = self._queues[rid]
             job = queue.popleft()
-            if queue:
-                self._queues[rid] = queue  # back of the line: round robin
+            self._started[rid] += 1
+            if not queue:
+                del self._queues[rid]
             self.running += 1
             task = asyncio.ensure_future(self._execute(job))
             self._tasks.add(task)

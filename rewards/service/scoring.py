@@ -2,7 +2,7 @@
 
 Built-in rewards (``math``, ``code``, ``format``) are built once per app and graded in the
 threadpool through ``FairGrader`` (one item per job for ``math`` and ``code``, so requests share
-the workers round robin), within the request's grading budget: items not graded by then get a
+the workers fairly), within the request's grading budget: items not graded by then get a
 "timed out" error. Successful scores are cached in Redis by ``cache_key``; errors and
 load-dependent verdicts (a sandbox or math-checker timeout) are not cached, since they may come
 out differently on a less loaded machine. When Redis is down the cache is simply skipped.

@@ -88,7 +88,7 @@ class ServiceSettings(BaseModel):
     grading_concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1,
                                      description="Built-in grading jobs (one item each, for "
                                                  "math and code) run at once, shared fairly "
-                                                 "(round robin) between requests.")
+                                                 "(least served first) between requests.")
     redis_timeout_s: float = Field(0.5, gt=0,
                                    description="Redis socket/connect timeout; kept short so a "
                                                "dead Redis degrades the service instead of "
