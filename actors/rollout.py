@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +53,8 @@ class RolloutWorker:
         self.engine = build_engine(engine, model_path, **(engine_kwargs or {}))
         self.weights_version = 0
         self.last_load_s: float | None = None  # seconds the last update_weights spent loading
+        # the last full weights (a reference, no copy): what adapter-only syncs merge onto
+        self._full: PackedState | Mapping[str, torch.Tensor] | None = None
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids per prompt: a list of ints passes through; text/messages are templated."""
@@ -105,16 +108,48 @@ class RolloutWorker:
         weights reports the same version as its peers); otherwise it is incremented.
         """
         start = time.perf_counter()
-        if isinstance(payload, PackedState):
-            self.engine.load_weights(unpack_state_dict(payload))
-        elif isinstance(payload, Mapping):
-            self.engine.load_weights(payload.items())
+        if isinstance(payload, PackedState) and payload.lora is not None:
+            self._load_adapter(dict(unpack_state_dict(payload)), payload.lora)
+        elif isinstance(payload, PackedState | Mapping):
+            if not self._engine_applies_adapters():
+                self._full = payload
+            named = unpack_state_dict(payload) if isinstance(payload, PackedState) else \
+                payload.items()
+            self.engine.load_weights(named)
         else:
             raise TypeError(f"update_weights: payload must be a PackedState or a state dict, "
                             f"got {type(payload).__name__}")
         self.last_load_s = time.perf_counter() - start
         self.weights_version = self.weights_version + 1 if version is None else int(version)
         return self.weights_version
+
+    def _load_adapter(self, adapter: dict[str, torch.Tensor], lora: dict[str, Any]) -> None:
+        """An adapter-only sync: the engine applies it itself when it can (``load_adapter``,
+        the HF engine), else it is merged here onto the last full weights (``W + alpha/r B A``)
+        and loaded as full weights (the vLLM engine)."""
+        if self._engine_applies_adapters():
+            self.engine.load_adapter(adapter.items(), lora)
+            return
+        from rlsys.modeling.lora import merge_adapter
+
+        scaling = float(lora["lora_alpha"]) / float(lora["r"])
+        merged = merge_adapter(self.base_weights(), adapter, scaling=scaling)
+        self.engine.load_weights(merged.items())
+
+    def _engine_applies_adapters(self) -> bool:
+        return getattr(self.engine, "load_adapter", None) is not None
+
+    def base_weights(self) -> dict[str, torch.Tensor]:
+        """What an adapter merges onto, by Hugging Face name: the last full weights synced, else
+        the model directory's safetensors (the weights the engine started with)."""
+        if isinstance(self._full, PackedState):
+            return dict(unpack_state_dict(self._full))
+        if self._full is not None:
+            return dict(self._full)
+        from safetensors.torch import load_file
+
+        files = sorted(Path(self.model_path).glob("*.safetensors"))
+        return {k: v for f in files for k, v in load_file(str(f)).items()}
 
     def score_logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,10 +43,19 @@ class PackedState:
         buffers: dtype name (e.g. ``"float32"``) -> 1-D numpy array holding every tensor of
             that dtype back to back.
         index: ``(name, dtype name, offset in elements, shape)`` per tensor, in state-dict order.
+        meta: plain facts about the payload; ``{"lora": {r, lora_alpha, target_modules,
+            modules_to_save}}`` marks an adapter-only sync (tensors named as in
+            ``adapter_model.safetensors``), else every weight by Hugging Face name.
     """
 
     buffers: dict[str, np.ndarray]
     index: list[tuple[str, str, int, tuple[int, ...]]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lora(self) -> dict[str, Any] | None:
+        """The adapter layout of an adapter-only payload, None for full weights."""
+        return self.meta.get("lora")
 
     @property
     def nbytes(self) -> int:
@@ -90,8 +99,10 @@ def flatten_state(state: Mapping[str, torch.Tensor], device: torch.device | str 
     return {_dtype_name(dtype): flat for dtype, flat in flats.items()}, index
 
 
-def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
-    """Copy ``state`` (any devices) into one contiguous CPU numpy buffer per dtype.
+def pack_state_dict(state: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None
+                    ) -> PackedState:
+    """Copy ``state`` (any devices) into one contiguous CPU numpy buffer per dtype; ``meta``
+    travels with it (see ``PackedState``).
 
     See ``flatten_state`` for aliasing and errors.
     """
@@ -100,7 +111,7 @@ def pack_state_dict(state: Mapping[str, torch.Tensor]) -> PackedState:
     for dtype_name, flat in flats.items():
         carrier = _NUMPY_CARRIER.get(flat.dtype)
         buffers[dtype_name] = (flat.view(carrier) if carrier else flat).numpy()
-    return PackedState(buffers=buffers, index=index)
+    return PackedState(buffers=buffers, index=index, meta=dict(meta or {}))
 
 
 def views(flats: Mapping[str, torch.Tensor], index: Iterable[tuple[str, str, int, Any]]

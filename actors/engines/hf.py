@@ -6,6 +6,10 @@ mode, after temperature/top-p), so no second forward pass is needed. All ``n * p
 logits are held until the batch ends, so ``max_batch_size`` (rows per ``generate`` call) bounds
 memory at about ``rows * max_new_tokens * vocab * 8`` bytes.
 
+LoRA: ``load_adapter`` wraps the model with ``peft`` adapter layers (once per adapter layout)
+and copies the adapter tensors into them in place, so an adapter-only weight sync moves only the
+adapter; a full ``load_weights`` removes the adapter layers first (without merging them).
+
 This engine does not do continuous batching or paged attention (use vLLM for throughput).
 """
 
@@ -65,6 +69,7 @@ class HFEngine:
         self.model = load_causal_lm(model_path, dtype=dtype).to(self.device)
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.eos_id = int(self.tokenizer.eos_token_id)
+        self._lora: dict[str, Any] | None = None  # adapter layout when wrapped by peft
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -211,8 +216,11 @@ class HFEngine:
         """Copy tensors into the model's parameters/buffers by Hugging Face name, in place.
 
         Unknown names raise ``KeyError``; shape mismatches raise ``ValueError``. Names absent
-        from ``named_tensors`` keep their values (partial updates are allowed).
+        from ``named_tensors`` keep their values (partial updates are allowed). Adapter layers
+        of an earlier ``load_adapter`` are removed first (the new weights replace them).
         """
+        if self._lora is not None:
+            self.model, self._lora = self.model.unload(), None
         state = self.model.state_dict()
         for name, tensor in named_tensors:
             if name not in state:
@@ -222,6 +230,27 @@ class HFEngine:
                 raise ValueError(f"load_weights: {name!r} has shape {tuple(tensor.shape)}, "
                                  f"model expects {tuple(target.shape)}")
             target.copy_(tensor)
+
+    @torch.no_grad()
+    def load_adapter(self, named_tensors: Iterable[tuple[str, torch.Tensor]],
+                     lora: dict[str, Any]) -> None:
+        """Apply a LoRA adapter in place: ``named_tensors`` as in ``adapter_model.safetensors``,
+        ``lora`` the layout ``{r, lora_alpha, target_modules, modules_to_save}``. The first
+        adapter (or one with a new layout) wraps the model with peft layers; later ones only
+        copy their tensors. Raises ``KeyError`` naming tensors the adapter layers lack."""
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        if self._lora != lora:
+            base = self.model.unload() if self._lora is not None else self.model
+            config = LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"],
+                                target_modules=lora["target_modules"],
+                                modules_to_save=lora.get("modules_to_save"),
+                                lora_dropout=0.0, task_type="CAUSAL_LM")
+            self.model, self._lora = get_peft_model(base, config).eval(), dict(lora)
+        result = set_peft_model_state_dict(self.model, dict(named_tensors))
+        if result.unexpected_keys:
+            raise KeyError(f"load_adapter: {self.model_path} has no adapter tensors "
+                           f"{sorted(result.unexpected_keys)[:5]}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The model's current state dict (shared storage; for tests and checkpoints)."""
