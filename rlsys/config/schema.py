@@ -505,6 +505,21 @@ class StageConfig(Strict):
         return self.algo_or_default.estimator or DEFAULT_ESTIMATOR[self.kind]
 
 
+def _check_rm_merge(i: int, stage: StageConfig, sources: set[str], earlier: list[str]) -> None:
+    """rm: held-out sources exist; merge: ``stage:NAME`` references name an earlier stage."""
+    missing = [s for s in (stage.rm.eval_sources if stage.rm else []) if s not in sources]
+    if missing:
+        raise ValueError(f"stages.{i}.rm.eval_sources: unknown source(s) {missing}")
+    if stage.merge is None:
+        return
+    refs = [(f"models.{k}.path", m.path) for k, m in enumerate(stage.merge.models)]
+    refs += [("base", stage.merge.base)] if stage.merge.base else []
+    for field, ref in refs:
+        if ref.startswith("stage:") and ref.removeprefix("stage:") not in earlier:
+            raise ValueError(f"stages.{i}.merge.{field}: {ref!r} must name an earlier stage; "
+                             f"earlier: {earlier}")
+
+
 class Recipe(Strict):
     name: str = Field(..., description="Recipe name (run dir default uses it).")
     seed: int = Field(0, description="Global seed.")
@@ -540,6 +555,7 @@ class Recipe(Strict):
                                      f"{unknown}; known: {sorted(allowed)}")
             if stage.kind == "ppo" and stage.estimator != "gae":
                 raise ValueError(f"stages.{i}: ppo needs the 'gae' estimator (critic)")
+            _check_rm_merge(i, stage, known, names[:i])
         missing = [s for s in self.eval.sources if s not in known]
         if missing:
             raise ValueError(f"eval.sources: unknown source(s) {missing}")
