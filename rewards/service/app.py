@@ -13,12 +13,15 @@ on every request.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
@@ -103,7 +106,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
     app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(RequestValidationError, invalid)
     # add_middleware wraps: the last one added runs first.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, limit_per_min=settings.rate_limit_per_min,
@@ -111,6 +118,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(AuthMiddleware, token=settings.token)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=lambda: app.routes)
     return app
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so echoing an input that is not valid Unicode (a lone
+    surrogate in a 422's ``input``) cannot fail to encode."""
+
+    def render(self, content: Any) -> bytes:
+        """Encode ``content`` as ASCII JSON."""
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 
 
 def _store(request: Request) -> RedisStore:
