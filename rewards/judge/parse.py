@@ -16,13 +16,15 @@ _SCALE = r"(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
 _SCORE_PATTERNS = (
     re.compile(r"\[\[\s*" + _NUM + _SCALE + r"\s*\]\]"),
     re.compile(r"\b(?:score|rating|grade)\b\s*(?:is|of|=|:)?\s*\**\s*" + _NUM + _SCALE, re.I),
-    re.compile(r"^\W*?" + _NUM + _SCALE + r"\W*$"),  # the whole answer is the number
+    # the answer's first line is the number (a completion-style rubric ending in "Score:")
+    re.compile(r"^\W*?" + _NUM + _SCALE + r"[^\w\n]*(?:\n|$)"),
 )
 _VERDICT_PATTERNS = (
     re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.I),
     re.compile(r"\b(?:verdict|answer|winner|choice|better\s+response)\b\s*(?:is|:)?\s*\**\s*"
                r"(?:response\s+|output\s+)?\(?\b((?-i:A|B)|tie)\b\)?", re.I),
-    re.compile(r"\b(?:response|output|assistant)\s*\(?\b((?-i:A|B))\b\)?\s+is\s+better", re.I),
+    re.compile(r"(?:\b(?:response|answer|output|assistant)\s*|(?<!\w))\(?((?-i:A|B))\)?"
+               r"\s+is\s+(?:better|the\s+better\s+one)", re.I),
     re.compile(r"^\W*(A|B|tie)\W*$", re.I),  # the whole answer is the verdict
 )
 VERDICTS = ("A", "B", "tie")
@@ -38,7 +40,8 @@ def _snippet(text: str) -> str:
 
 
 def parse_score(text: str, *, min_score: float, max_score: float) -> float:
-    """The score in a pointwise answer (``Score: 7``, ``[[7]]``, ``7/10``, a bare ``7``).
+    """The score in a pointwise answer (``Score: 7``, ``[[7]]``, ``7/10``, a bare ``7`` on the
+    first line).
 
     A score given on another scale (``4/5`` when ``max_score`` is 10) or outside
     ``[min_score, max_score]`` is an error, not rescaled.
@@ -64,8 +67,8 @@ def parse_score(text: str, *, min_score: float, max_score: float) -> float:
 
 def parse_verdict(text: str) -> str:
     """``"A"``, ``"B"`` or ``"tie"`` from a pairwise answer (``[[A]]``, ``[[C]]`` = tie,
-    ``Verdict: B``, ``Response A is better``, a bare ``B``); conflicting verdicts of the most
-    explicit kind found are an error.
+    ``Verdict: B``, ``Response A is better``, ``A is better``, a bare ``B``); conflicting
+    verdicts of the most explicit kind found are an error.
 
     >>> parse_verdict("A is concise but wrong. [[B]]")
     'B'

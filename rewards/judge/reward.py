@@ -221,30 +221,46 @@ class JudgeReward:
         items = list(items)
         return self._pointwise(items) if self.mode == "pointwise" else self._pairwise(items)
 
-    def rank(self, prompt: Any, responses: Sequence[str], reference: Any = None) -> list[Score]:
-        """Scores for ranking the candidate ``responses`` to one prompt.
+    def rank(self, groups: Sequence[tuple[Any, Sequence[str], Any]]) -> list[list[Score]]:
+        """Scores for ranking candidates: ``groups`` holds ``(prompt, responses, reference)``,
+        the answer one list of scores per group, all groups judged in shared batches.
 
-        Pointwise: each response's score. Pairwise: a round robin -- every pair judged in both
-        orders -- and each response scores its mean preference over the others in ``[-1, 1]``,
-        from the comparisons that parsed; a response with none is an error.
+        Pointwise: each response's score. Pairwise: a round robin -- every pair of a group
+        judged in both orders -- and each response scores its mean preference over the others
+        in ``[-1, 1]``, from the comparisons that parsed; a response with none is an error.
         """
         if self.mode == "pointwise":
-            return self._pointwise([RewardItem(prompt, r, reference) for r in responses])
-        pairs = [(i, j) for i in range(len(responses)) for j in range(i + 1, len(responses))]
-        prefs = self.prefer([prompt] * len(pairs), [responses[i] for i, _ in pairs],
-                            [responses[j] for _, j in pairs], [reference] * len(pairs))
-        totals = [[] for _ in responses]
-        errors = [0] * len(responses)
-        for (i, j), pref in zip(pairs, prefs, strict=True):
+            flat = self._pointwise([RewardItem(p, r, ref) for p, rs, ref in groups for r in rs])
+            out, start = [], 0
+            for _, responses, _ in groups:
+                out.append(flat[start:start + len(responses)])
+                start += len(responses)
+            return out
+        pairs = [(g, i, j) for g, (_, rs, _) in enumerate(groups)
+                 for i in range(len(rs)) for j in range(i + 1, len(rs))]
+        prefs = self.prefer([groups[g][0] for g, _, _ in pairs],
+                            [groups[g][1][i] for g, i, _ in pairs],
+                            [groups[g][1][j] for g, _, j in pairs],
+                            [groups[g][2] for g, _, _ in pairs])
+        totals = [[[] for _ in rs] for _, rs, _ in groups]
+        errors = [[0] * len(rs) for _, rs, _ in groups]
+        for (g, i, j), pref in zip(pairs, prefs, strict=True):
             if pref.ok:
-                totals[i].append(pref.value)
-                totals[j].append(-pref.value)
+                totals[g][i].append(pref.value)
+                totals[g][j].append(-pref.value)
             else:
-                errors[i] += 1
-                errors[j] += 1
-        return [Score(sum(t) / len(t), info={"comparisons": len(t), "errors": e}) if t else
-                Score(None, error=f"judge: none of {e} comparisons parsed")
-                for t, e in zip(totals, errors, strict=True)]
+                errors[g][i] += 1
+                errors[g][j] += 1
+        return [[_mean_preference(t, e) for t, e in zip(group_totals, group_errors, strict=True)]
+                for group_totals, group_errors in zip(totals, errors, strict=True)]
+
+
+def _mean_preference(prefs: list[float], errors: int) -> Score:
+    """A candidate's round-robin score; a lone candidate (nothing to compare) scores 0."""
+    if prefs or not errors:
+        return Score(sum(prefs) / len(prefs) if prefs else 0.0,
+                     info={"comparisons": len(prefs), "errors": errors})
+    return Score(None, error=f"judge: none of {errors} comparisons parsed")
 
 
 def _num(value: float) -> int | float:

@@ -316,6 +316,8 @@ class JudgeConfig(Strict):
                              "batch's items are counted reward errors.")
     cache_size: int = Field(10_000, ge=0, description="Judge answers cached by prompt hash.")
     system_prompt: str | None = Field(None, description="System message for the judge.")
+    chat_template: bool = Field(True, description="Send the rubric as a chat message (instruct "
+                                "judges); false: raw text, for few-shot completion rubrics.")
 
     @model_validator(mode="after")
     def _scale(self) -> JudgeConfig:

@@ -10,8 +10,11 @@ lazily, so the file only has to exist when that stage starts. The model is passe
   reward >= ``threshold`` are kept, deduplicated on normalised (prompt, response) text, and
   written as SFT records ``{prompt, response, answer}``.
 * ``preference_pairs`` (UltraFeedback-style): k samples per prompt, scored by the recipe's
-  reward (a verifier, a reward model, or an LLM judge behind the ``remote`` reward); the best and
-  worst sample form ``{prompt, chosen, rejected, margin, chosen_score, rejected_score}`` when
+  reward (a verifier, a reward model, an LLM judge behind the ``remote`` reward) or, with
+  ``generate.judge``, ranked by an LLM judge in its own worker pool (``actors.judge_pool``;
+  pointwise scores in [0, 1] or a pairwise round robin in [-1, 1]; unparsable judge answers are
+  ``score_error`` drops and the judge's counters go to the stats file); the best and worst sample
+  form ``{prompt, chosen, rejected, margin, chosen_score, rejected_score}`` when
   ``margin >= min_margin`` and ``margin > 0``.
 * ``self_instruct`` (Wang et al. 2023): meta-prompts showing ``fewshot`` seed instructions (the
   stage's sources) ask the model for a new instruction; proposals are parsed, filtered (length,
@@ -354,15 +357,21 @@ def _rejection_sampling(ctx, stage, model_path, decontam):
     samples = _scored(ctx, model_path, records, stage.generate)
     kept, more = accept_samples(records, samples, threshold=stage.generate.threshold,
                                 decontam=decontam)
-    return kept, len(samples), dropped + more
+    return kept, len(samples), dropped + more, {}
 
 
 def _preference_pairs(ctx, stage, model_path, decontam):
     records, dropped = _stage_prompts(ctx, stage, decontam)
-    samples = _scored(ctx, model_path, records, stage.generate)
-    pairs, more = select_pairs(records, samples, min_margin=stage.generate.min_margin,
-                               decontam=decontam)
-    return pairs, len(samples), dropped + more
+    gen = stage.generate
+    if gen.judge is None:
+        samples, extra = _scored(ctx, model_path, records, gen), {}
+    else:
+        from rlsys.controller.judging import judge_samples
+
+        texts = _generate(ctx, model_path, [r["prompt"] for r in records], n=gen.k, gen=gen)
+        samples, extra = judge_samples(records, texts, gen.judge)
+    pairs, more = select_pairs(records, samples, min_margin=gen.min_margin, decontam=decontam)
+    return pairs, len(samples), dropped + more, extra
 
 
 def _self_instruct(ctx, stage, model_path, decontam):
@@ -387,7 +396,7 @@ def _self_instruct(ctx, stage, model_path, decontam):
             dropped["contaminated"] += 1
         else:
             kept.append({"prompt": instructions[index], "response": text})
-    return kept, len(proposals), dropped
+    return kept, len(proposals), dropped, {}
 
 
 _DRIVERS = {"rejection_sampling": _rejection_sampling, "preference_pairs": _preference_pairs,
@@ -404,17 +413,19 @@ def run_synthetic_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]
     gen = stage.generate
     out = output_path(ctx, gen.output)
     decontam = build_decontaminator(ctx, gen)
-    kept, generated, dropped = _DRIVERS[stage.kind](ctx, stage, model_path, decontam)
+    kept, generated, dropped, extra = _DRIVERS[stage.kind](ctx, stage, model_path, decontam)
     decontaminated = dropped["contaminated"] + dropped["contaminated_prompt"]
     stats = {"stage": stage.name, "kind": stage.kind, "model": model_path, "generated": generated,
              "kept": len(kept), "dropped": dict(sorted(dropped.items())),
              "decontaminated": decontaminated,
              "decontamination": (f"{decontam.n}-gram vs {decontam.num_eval_texts} eval prompts"
-                                 if decontam else "off")}
+                                 if decontam else "off"), **extra}
     _write_atomic(stats_path(out), json.dumps(stats, indent=2))
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) or "none"
     print(f"[{stage.name}] {stage.kind}: {generated} generated, {len(kept)} kept "
           f"(dropped: {reasons}; decontaminated {decontaminated}) -> {out}", flush=True)
+    if "judge" in extra:
+        print(f"[{stage.name}] judge: {extra['judge']}", flush=True)
     if not kept:
         raise ValueError(f"stage {stage.name!r} kept no examples (dropped: {reasons}); "
                          f"see {stats_path(out)}")
