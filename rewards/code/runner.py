@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewards.code.rewrite import PreparedTests, prepare_tests
-from rewards.code.sandbox import Capture, Limits, collect, kill, launch, memfd
+from rewards.code.sandbox import Capture, Limits, SandboxProcess, collect, kill, launch, memfd
 
 STATUSES = ("passed", "failed", "timeout", "memory", "output", "error")
 OUTPUT_LIMIT = 1 << 20  # bytes of stdout+stderr a candidate may write before it is killed
@@ -117,7 +117,7 @@ def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
     prog_fd, spec_fd = memfd(program), memfd(json.dumps(spec))
     (call_r, call_w), (reply_r, reply_w) = os.pipe(), os.pipe()
     (report_r, report_w), (out_r, out_w), (log_r, log_w) = os.pipe(), os.pipe(), os.pipe()
-    procs: list[subprocess.Popen] = []
+    procs: list[SandboxProcess] = []
     try:
         procs.append(launch(["-c", _source("_agent.py"), str(prog_fd), str(call_r),
                              str(reply_w), json.dumps(prepared.candidate_names)], limits,
@@ -148,7 +148,8 @@ def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
         for proc in procs:
             kill(proc)
     return _assert_verdict(outcome, pipes[report_r].data, pipes[out_r].data,
-                           procs[0].returncode, len(prepared.statements))
+                           procs[0].returncode, len(prepared.statements),
+                           procs[0].oom_killed)
 
 
 def _judge_limits(limits: Limits) -> Limits:
@@ -157,7 +158,8 @@ def _judge_limits(limits: Limits) -> Limits:
 
 
 def _assert_verdict(outcome: str, report_bytes: bytearray, output: bytearray,
-                    candidate_rc: int, n_statements: int) -> tuple[str, int, str]:
+                    candidate_rc: int, n_statements: int,
+                    oom: bool = False) -> tuple[str, int, str]:
     if outcome == "timeout":
         return "timeout", 0, "wall-clock limit reached"
     if outcome == "output":
@@ -168,7 +170,7 @@ def _assert_verdict(outcome: str, report_bytes: bytearray, output: bytearray,
         return "error", 0, "judge ended without a report"
     if "load_error" in report:
         name, message = report["load_error"]
-        return _crash_status(name, output, candidate_rc), 0, f"loading: {name}: {message}"
+        return _crash_status(name, output, candidate_rc, oom), 0, f"loading: {name}: {message}"
     if "internal" in report:
         return "error", 0, str(report["internal"])
     tests_run = len(report["passed_asserts"])
@@ -183,14 +185,14 @@ def _assert_verdict(outcome: str, report_bytes: bytearray, output: bytearray,
     if first["kind"] == "output":
         return "output", tests_run, detail
     if first["kind"] == "gone":
-        return _crash_status("CandidateGone", output, candidate_rc), tests_run, detail
+        return _crash_status("CandidateGone", output, candidate_rc, oom), tests_run, detail
     if first.get("type") == "MemoryError":
         return "memory", tests_run, detail
     return "failed", tests_run, detail
 
 
-def _crash_status(name: str, output: bytearray, rc: int | None) -> str:
-    if name == "MemoryError" or b"MemoryError" in output:
+def _crash_status(name: str, output: bytearray, rc: int | None, oom: bool = False) -> str:
+    if oom or name == "MemoryError" or b"MemoryError" in output:
         return "memory"
     if rc == _XCPU_RC or rc == -signal.SIGXCPU:
         return "timeout"
@@ -242,7 +244,7 @@ def _run_stdin_case(program: str, stdin: str, expected: str, timeout_s: float,
         return outcome, "wall-clock limit reached" if outcome == "timeout" else "too much output"
     stderr = pipes[err_r].data
     if proc.returncode != 0:
-        status = _crash_status("", stderr, proc.returncode)
+        status = _crash_status("", stderr, proc.returncode, proc.oom_killed)
         return status, f"exit {proc.returncode}: {_tail(stderr)}"
     actual = bytes(pipes[out_r].data).decode("utf-8", "replace")
     if _normalize(actual) != _normalize(expected):

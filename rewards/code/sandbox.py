@@ -16,6 +16,9 @@ Isolation of one process (``launch``):
   caps and the bwrap supervisors, divided by the number of processes RLIMIT_NPROC allows
   (``Limits.processes``, default 4, fewer when that would leave one under 32 MB; threads
   count as processes there). Measured on the host by ``tests/rewards/test_code_memory.py``.
+  Where the host delegates a cgroup v2 subtree with the memory controller (``cgroup``), each
+  sandbox gets its own cgroup with ``memory.max = memory_mb`` instead, one process may use it
+  all, and a kill by the cgroup's OOM killer is reported as ``memory``.
   Not counted: kernel buffers of pipes and sockets (bounded by fs.pipe-user-pages-soft per
   uid and the socket buffer sysctls) and page tables.
 * bwrap runs under a fresh non-root host uid per launch (``preexec_fn``: private mount
@@ -53,7 +56,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rewards.code import seccomp
+from rewards.code import cgroup, seccomp
 
 BWRAP = shutil.which("bwrap") or "/usr/bin/bwrap"
 PYTHON = os.path.realpath(sys.executable)
@@ -99,17 +102,21 @@ class Budget:
 
 SUPERVISOR_MB = 8  # the two bwrap processes (outer, and init of the pid namespace): ~2 MB each
 MIN_PROCESS_MB = 32  # an interpreter with a few stdlib modules; fewer processes below this
+CGROUP_TASKS = 64  # tasks of one sandbox when a cgroup bounds its memory in total
 
 
-def budget(limits: Limits) -> Budget:
+def budget(limits: Limits, in_cgroup: bool = False) -> Budget:
     """Split ``memory_mb`` so that processes * RLIMIT_AS + both tmpfs + bwrap <= memory_mb.
 
     RLIMIT_AS is per process and RLIMIT_NPROC counts the uid's tasks (the two bwrap
     supervisors included), so the number of processes times their address-space limit is the
-    most they can hold together; the tmpfs caps are counted on top.
+    most they can hold together; the tmpfs caps are counted on top. ``in_cgroup``: the
+    cgroup's ``memory.max`` bounds the total, so one process may use all of it.
     """
     tmp = min(limits.tmpfs_mb, limits.memory_mb // 8)
     shm = min(limits.shm_mb, limits.memory_mb // 16)
+    if in_cgroup:
+        return Budget(tmp, shm, limits.memory_mb, CGROUP_TASKS + 2)
     left = limits.memory_mb - tmp - shm - SUPERVISOR_MB
     processes = max(1, min(limits.processes, left // MIN_PROCESS_MB))
     return Budget(tmp, shm, left // processes, processes + 2)
@@ -120,8 +127,8 @@ def _next_uid() -> int:
         return _UID_BASE + next(_uid_counter) % _UID_SPAN
 
 
-def _preexec(uid: int, limits: Limits):
-    plan = budget(limits)
+def _preexec(uid: int, limits: Limits, cgroup_procs_fd: int | None):
+    plan = budget(limits, cgroup_procs_fd is not None)
     rlimits = [(resource.RLIMIT_AS, plan.process_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
                (resource.RLIMIT_FSIZE, limits.file_mb << 20),
                (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_NPROC, plan.nproc),
@@ -129,6 +136,8 @@ def _preexec(uid: int, limits: Limits):
     home, stage = PYTHON_HOME.encode(), _STAGE.encode()
 
     def child() -> None:  # runs between fork and exec: no imports, no allocation-heavy work
+        if cgroup_procs_fd is not None:  # join the sandbox's cgroup while still privileged
+            os.write(cgroup_procs_fd, b"0")
         if _libc.unshare(_CLONE_NEWNS) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
         if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
@@ -185,30 +194,56 @@ def memfd(data: str | bytes, name: str = "rlsys") -> int:
     return fd
 
 
+class SandboxProcess(subprocess.Popen):
+    """The outer bwrap of one sandbox; ``cgroup`` is its cgroup directory, if it has one."""
+
+    cgroup: str | None = None
+    oom_killed: bool = False  # set by ``kill``: the cgroup's memory.max was hit
+
+
 def launch(python_args: list[str], limits: Limits, *, stdin: int, stdout: int, stderr: int,
-           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+           pass_fds: tuple[int, ...] = ()) -> SandboxProcess:
     """Start a sandboxed interpreter; the caller owns the returned process (see ``kill``)."""
     bpf = seccomp.program()
-    seccomp_fd = None if bpf is None else memfd(bpf, "rlsys-seccomp")
+    parent = cgroup.delegated_parent()
+    group = None if parent is None else cgroup.create(parent, limits.memory_mb, CGROUP_TASKS)
+    procs_fd = seccomp_fd = None
     try:
-        fds = pass_fds if seccomp_fd is None else (*pass_fds, seccomp_fd)
-        return subprocess.Popen(bwrap_argv(python_args, limits, seccomp_fd), stdin=stdin,
-                                stdout=stdout, stderr=stderr, pass_fds=fds, cwd="/",
-                                env={"PATH": "/usr/bin"}, start_new_session=True,
-                                preexec_fn=_preexec(_next_uid(), limits))
+        if group is not None:  # used by preexec_fn only; close_fds shuts it before exec
+            procs_fd = os.open(os.path.join(group, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        if bpf is not None:
+            seccomp_fd = memfd(bpf, "rlsys-seccomp")
+            pass_fds = (*pass_fds, seccomp_fd)
+        proc = SandboxProcess(bwrap_argv(python_args, limits, seccomp_fd), stdin=stdin,
+                              stdout=stdout, stderr=stderr, pass_fds=pass_fds, cwd="/",
+                              env={"PATH": "/usr/bin"}, start_new_session=True,
+                              preexec_fn=_preexec(_next_uid(), limits, procs_fd))
+    except BaseException:
+        if group is not None:
+            cgroup.remove(group)
+        raise
     finally:
-        if seccomp_fd is not None:
-            os.close(seccomp_fd)
+        for fd in (procs_fd, seccomp_fd):
+            if fd is not None:
+                os.close(fd)
+    proc.cgroup = group
+    return proc
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the sandbox's process group (its pid namespace dies with it) and reap it."""
+    """SIGKILL the sandbox's process group (its pid namespace dies with it), reap it, and
+    remove its cgroup (noting whether the kernel killed a process there for memory)."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
+    group = getattr(proc, "cgroup", None)
+    if group is not None:
+        proc.oom_killed = cgroup.oom_killed(group)  # type: ignore[attr-defined]
+        cgroup.remove(group)
+        proc.cgroup = None  # type: ignore[attr-defined]
 
 
 @dataclass
