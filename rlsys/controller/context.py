@@ -39,14 +39,16 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
 
 def local_cpus_needed(recipe: Recipe) -> int:
     """Logical CPUs for a local Ray: at least the cores, and enough for every actor the recipe
-    starts at once (policy + reference + critic ranks and rollout workers), so nothing waits
-    forever for a CPU on a small machine (the OS time-shares them)."""
+    starts at once (policy + reference + critic ranks, rollout and judge workers), so nothing
+    waits forever for a CPU on a small machine (the OS time-shares them)."""
     import math
 
     ranks = recipe.learner.num_ranks * recipe.learner.num_cpus_per_rank
     groups = 1 + any(s.kind == "dpo" or (s.algo and s.algo.kl_coef > 0) for s in recipe.stages) \
         + any(s.kind == "ppo" for s in recipe.stages)
     rollout = recipe.rollout.num_workers * recipe.rollout.num_cpus_per_worker
+    judges = [s.generate.judge for s in recipe.stages if s.generate and s.generate.judge]
+    rollout += max((j.num_workers * j.num_cpus_per_worker for j in judges), default=0)
     return max(os.cpu_count() or 1, math.ceil(ranks * groups + rollout))
 
 
