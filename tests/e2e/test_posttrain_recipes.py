@@ -60,6 +60,9 @@ def test_rlhf_recipe_chains_sft_rm_ppo(runs):
     its per-step rewards are real-valued classifier scores, and it logs critic and KL terms."""
     from transformers import AutoModelForSequenceClassification
 
+    from rewards.base import RewardItem
+    from rewards.model import ModelReward
+
     _, run_dir = runs("rlhf_tiny")
     stages = _state(run_dir)["stages"]
     sft_final = str(run_dir / "stages/sft/final")
@@ -75,6 +78,11 @@ def test_rlhf_recipe_chains_sft_rm_ppo(runs):
               (run_dir / "stages/rm/eval_scores.jsonl").read_text().splitlines()]
     assert len(scores) == 16
     assert sum(s["chosen_score"] > s["rejected_score"] for s in scores) / 16 == accuracy
+    # the model reward, as PPO's reward workers build it, scores with the stage's numbers
+    reward = ModelReward(rm["reward_model"], max_length=256)
+    items = [RewardItem(s["prompt"], s[key]) for s in scores[:4] for key in ("chosen", "rejected")]
+    expected = [s[f"{key}_score"] for s in scores[:4] for key in ("chosen", "rejected")]
+    assert [x.value for x in reward.score(items)] == pytest.approx(expected, abs=1e-4)
     rows = stage_rows(run_dir, "ppo")
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
