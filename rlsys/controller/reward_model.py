@@ -12,6 +12,8 @@ The stage does not change the policy: it returns its input model as ``checkpoint
 stage, e.g. PPO, starts from the SFT model), and writes the reward model to
 ``RUN_DIR/stages/NAME/final`` (use ``reward: {type: model, kwargs: {path:
 "{run_dir}/stages/NAME/final"}}``) with per-pair held-out scores in ``eval_scores.jsonl``.
+It keeps no intermediate checkpoints (``checkpoint.every_n_steps`` does not apply): a run
+stopped inside the stage trains it again from the start; a finished stage is skipped on resume.
 """
 
 from __future__ import annotations
