@@ -140,6 +140,9 @@ class RewardConfig(Strict):
     def _remote_needs_url(self) -> RewardConfig:
         if self.type == "remote" and not (self.url or self.kwargs.get("url")):
             raise ValueError("reward type 'remote' needs 'url'")
+        if self.type == "judge":
+            raise ValueError("reward type 'judge' needs a judge worker pool: set "
+                             "stages[].generate.judge on a preference_pairs stage")
         return self
 
 
