@@ -102,6 +102,33 @@ def test_probes_hit_healthz_which_answers_without_the_token() -> None:
         assert client.get("/v1/rewards").status_code == 401
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_reward_service_settings_limit_rate_and_keep_auth_and_ssrf_guard(
+        overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's args and plain env values, read by the service's own flag parser, give
+    a rate limit, a required token and no plugin-host allow-list."""
+    import argparse
+
+    from rewards.service.flags import add_service_arguments, settings_from_args
+
+    container = reward_container(rendered(overlay))
+    for name in ("RLSYS_RATE_LIMIT_PER_MIN", "RLSYS_ALLOW_PLUGIN_HOSTS", "RLSYS_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    assert container["args"][0] == "serve"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    add_service_arguments(parser)
+    args = parser.parse_args(container["args"][1:])
+    settings = settings_from_args(args, host=args.host, port=args.port, token="from-secret")
+    assert settings.rate_limit_per_min > 0
+    assert not settings.insecure_no_auth and settings.allow_plugin_hosts == ()
+    assert "RLSYS_API_TOKEN" in {e["name"] for e in container["env"] if "valueFrom" in e}
+
+
 def _validate_argv(objs: list[dict], tmp_path: Path) -> list[str]:
     """The RayJob entrypoint turned into `rlsys validate` on the ConfigMap's recipe text."""
     job, recipe_path, text = recipe_source(objs)
