@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -73,8 +74,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = RedisStore(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        redis = urlsplit(settings.redis_url)
+        denied = [(redis.hostname, redis.port or 6379)] if redis.hostname else []
         app.state.plugins = PluginCaller(
-            EgressPolicy.from_entries(settings.allow_plugin_hosts),
+            EgressPolicy.from_entries(settings.allow_plugin_hosts, denied=denied),
             settings.plugin_concurrency, settings.plugin_max_response_bytes, settings.max_batch)
         if settings.token is None:
             log.warning("AUTHENTICATION IS DISABLED (--insecure-no-auth): anyone who can reach "

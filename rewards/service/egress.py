@@ -7,6 +7,7 @@ private, link-local (cloud metadata at 169.254.169.254), shared (100.64/10), uns
 multicast and reserved addresses are refused, also when wrapped in IPv6 (``::ffff:a.b.c.d``,
 NAT64 ``64:ff9b::/96``, 6to4, Teredo). An explicit allow-list (``--allow-plugin-host``:
 addresses, CIDR networks or exact host names) opens chosen hosts for local development.
+``denied`` endpoints (the service's own Redis) stay refused even when allow-listed.
 
 The check runs at registration and again at every call, and the caller connects to the very
 address it checked (``rewards.service.plugins``), so a DNS answer that changes between the two
@@ -78,15 +79,17 @@ def blocked_reason(ip: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """Public addresses only, plus the allow-listed ``networks`` and exact host ``names``."""
+    """Public addresses only, plus the allow-listed ``networks`` and exact host ``names``;
+    never the ``denied`` (host, port) endpoints."""
 
     networks: tuple[IPNetwork, ...] = ()
     names: frozenset[str] = frozenset()
     resolver: Resolver = system_resolve
+    denied: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def from_entries(cls, entries: Iterable[str], resolver: Resolver = system_resolve
-                     ) -> EgressPolicy:
+    def from_entries(cls, entries: Iterable[str], resolver: Resolver = system_resolve,
+                     denied: Iterable[tuple[str, int]] = ()) -> EgressPolicy:
         """Build from allow-list entries: IPs or CIDR networks, or host names (exact match)."""
         networks: list[IPNetwork] = []
         names: set[str] = set()
@@ -97,7 +100,7 @@ class EgressPolicy:
                 networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
             except ValueError:
                 names.add(entry.lower().rstrip("."))
-        return cls(tuple(networks), frozenset(names), resolver)
+        return cls(tuple(networks), frozenset(names), resolver, tuple(denied))
 
     def allows_address(self, address: str) -> bool:
         """True when ``address`` may be called (public, or inside an allowed network)."""
@@ -117,6 +120,9 @@ class EgressPolicy:
         addresses = await self.resolver(host, port)
         if not addresses:
             raise EgressRefused(f"host {host!r} does not resolve")
+        if await self._denied(host, port, addresses):
+            raise EgressRefused(f"plugin host {host!r} port {port} is the service's own "
+                                "Redis; it can never be a plugin")
         if host.lower().rstrip(".") in self.names:
             return addresses
         for address in addresses:
@@ -126,3 +132,16 @@ class EgressPolicy:
                 raise EgressRefused(f"plugin host {shown} is {reason}; plugins must be public "
                                     "hosts unless allow-listed (--allow-plugin-host)")
         return addresses
+
+    async def _denied(self, host: str, port: int, addresses: list[str]) -> bool:
+        for denied_host, denied_port in self.denied:
+            if denied_port != port:
+                continue
+            if host == denied_host:
+                return True
+            try:
+                if set(addresses) & set(await self.resolver(denied_host, denied_port)):
+                    return True
+            except EgressRefused:
+                continue  # Redis's own name does not resolve: nothing to compare
+        return False

@@ -161,3 +161,16 @@ def test_the_call_goes_to_the_checked_address(plugin_url: str) -> None:
 
     [score] = asyncio.run(scenario())
     assert score.value == 4.0 and resolver.asked == 1
+
+
+def test_the_services_redis_is_never_a_plugin(redis_server, start_service) -> None:
+    """Even with loopback allowed (local development), the Redis endpoint stays refused."""
+    svc = start_service(redis_server.url)
+    port = redis_server.port
+    with svc.client() as client:
+        for host in ("127.0.0.1", "2130706433"):
+            r = _register(client, "redis-ssrf", f"http://{host}:{port}")
+            assert r.status_code == 422 and "own Redis" in r.json()["detail"][0]["msg"]
+        assert _register(client, "not-redis", f"http://127.0.0.1:{port + 1}").status_code \
+            == 201
+        assert client.delete("/v1/plugins/not-redis").status_code == 200
