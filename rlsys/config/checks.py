@@ -52,11 +52,14 @@ def _signature_error(target: Callable[..., Any], kwargs: dict[str, Any], what: s
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
         return None
+    params = signature.parameters.values()
+    accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+        return f"{what}: unknown argument(s) {unknown}; accepted: {', '.join(accepted) or 'none'}"
     try:
         signature.bind(**kwargs)
     except TypeError as exc:
-        accepted = [p.name for p in signature.parameters.values()
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         return f"{what}: {exc}; accepted: {', '.join(accepted) or 'none'}"
     return None
 

@@ -122,7 +122,8 @@ class RolloutConfig(Strict):
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout worker.")
     n: int = Field(4, ge=1, description="Responses sampled per prompt (the group size).")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per RL step (the RL batch: "
-                                  "n responses each); stages[].batch_size is for cpt/sft/dpo.")
+                                  "n responses each); stages[].batch_size is for "
+                                  f"{'/'.join(BATCH_KINDS)} stages.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
@@ -440,9 +441,9 @@ class StageConfig(Strict):
     name: str = Field(..., description="Unique stage name (used in the run dir).")
     kind: Literal[STAGE_KINDS] = Field(..., description="What the stage does.")  # type: ignore[valid-type]
     steps: int = Field(1, ge=1, description="Optimizer steps (RL: rollout-update iterations).")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (cpt, sft, dpo "
-                                                 "only). RL stages take rollout.prompts_per_step "
-                                                 "prompts (x rollout.n responses) per step.")
+    batch_size: int = Field(8, ge=1, description=f"Examples per optimizer step "
+                            f"({', '.join(BATCH_KINDS)} only). RL stages take "
+                            f"rollout.prompts_per_step prompts (x rollout.n responses) per step.")
     sources: list[str] = Field(default_factory=list,
                                description="Training sources by name (default: all that fit).")
     curriculum: list[CurriculumPhase] | None = Field(
