@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"  # the service refuses to start without one
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _free_port() -> int:
@@ -73,7 +75,8 @@ async def _pass(base: str, args: argparse.Namespace, salt: int) -> tuple[list[fl
     """One pass: (per-request latencies, wall seconds)."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=300.0) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=300.0,
+                                 headers=AUTH) as http:
         start = time.perf_counter()
         await asyncio.gather(*(_client(http, "/v1/rewards/math/score", c, args, salt, latencies)
                                for c in range(args.clients)))
@@ -102,14 +105,14 @@ def _cold_warm(base: str, args: argparse.Namespace, salt: int) -> list[dict[str,
 def _server_seconds(base: str) -> float:
     """Total time the service spent in score requests (its latency histogram's sum)."""
     prefix = 'rlsys_http_request_duration_seconds_sum{method="POST",route="/v1/rewards/{name}'
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
+    for line in httpx.get(f"{base}/metrics", headers=AUTH).text.splitlines():
         if line.startswith(prefix):
             return float(line.split()[-1])
     return 0.0
 
 
 def _cache_counts(base: str) -> str:
-    text = httpx.get(f"{base}/metrics").text
+    text = httpx.get(f"{base}/metrics", headers=AUTH).text
     found = {}
     for line in text.splitlines():
         for kind in ("hits", "misses"):
@@ -130,7 +133,8 @@ def main() -> None:
     redis_port, port = _free_port(), _free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    env = {k: v for k, v in os.environ.items() if k != "RLSYS_API_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLSYS_")}
+    env["RLSYS_API_TOKEN"] = TOKEN
     service = subprocess.Popen([sys.executable, "-m", "rewards.service", "--port", str(port),
                                 "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
                                 "--log-level", "warning"], cwd=ROOT, env=env)
