@@ -2,7 +2,8 @@
 
 Isolation of one process (``launch``):
 * ``bwrap --unshare-all`` (user, pid, net, ipc, uts, cgroup namespaces: no network at all),
-  ``--disable-userns`` (no nested user namespace, so no tmpfs of the program's own),
+  ``--disable-userns`` (no nested user namespace, so no tmpfs of the program's own; bwrap
+  >= 0.8.0, older ones run without it and a program could then mount an uncapped tmpfs),
   ``--die-with-parent``, ``--new-session``, ``--uid/--gid 65534``, ``--cap-drop ALL``,
   ``--clearenv`` plus an explicit minimal environment (the host environment never enters),
   and the ``seccomp`` filter (no memfd, System V shm/msg, POSIX mqueue or io_uring).
@@ -44,6 +45,7 @@ This module does not decide verdicts; ``runner`` does.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 import resource
@@ -163,6 +165,17 @@ def _system_binds() -> list[str]:
     return args
 
 
+@functools.cache
+def _disable_userns() -> list[str]:
+    """``--disable-userns`` where bwrap has it (>= 0.8.0; older ones would refuse to start)."""
+    try:
+        text = subprocess.run([BWRAP, "--help"], capture_output=True, text=True, timeout=30,
+                              check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ["--disable-userns"] if "--disable-userns" in text else []
+
+
 def bwrap_argv(python_args: list[str], limits: Limits,
                seccomp_fd: int | None = None) -> list[str]:
     """The full bwrap command line running ``python <flags> <python_args>`` in a sandbox."""
@@ -174,7 +187,7 @@ def bwrap_argv(python_args: list[str], limits: Limits,
     # Writable memory-backed mounts are only the two size-capped tmpfs; the root and /dev
     # tmpfs bwrap creates are remounted read-only once set up. No nested user namespace: it
     # would let the program mount a tmpfs of its own, outside every cap.
-    return [BWRAP, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+    return [BWRAP, "--unshare-all", "--unshare-user", *_disable_userns(), "--die-with-parent",
             "--new-session", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
             "--clearenv", *env, *_system_binds(), "--ro-bind", _STAGE, PYTHON_HOME,
             "--dev", "/dev", "--size", str(plan.shm_mb << 20), "--tmpfs", "/dev/shm",
