@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rlsys.controller.learners import Learners
-from rlsys.controller.metrics import MetricsLogger, plot_curves
+from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.types import TokenBatch
 
 
@@ -159,8 +159,7 @@ def run_rm_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
     learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr,
                         name="reward_model", learner_cls=RewardLearner)
     lg = ctx.recipe.logging
-    logger = MetricsLogger(ctx.run_dir, stage.name, stage.steps, tensorboard=lg.tensorboard,
-                           progress=lg.progress)
+    logger, final = stage_logger(ctx, stage), None  # the logger gets the trained model's path
     try:
         before = heldout_accuracy(learners, data, pad_id) if data.heldout else {}
         for step in range(1, stage.steps + 1):
@@ -178,7 +177,7 @@ def run_rm_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
         learners.save_checkpoint(final, {"step": stage.steps}, training_state=False)
     finally:
         learners.shutdown()
-        logger.close()
+        logger.close(final_model=final)
     if lg.plot:
         plot_curves(ctx.run_dir, stage.name, ["loss", "rm/accuracy"],
                     ctx.run_dir / f"{stage.name}_curves.png")
