@@ -38,7 +38,7 @@ builtin type (so ``except ValueError`` in the tests works; non-builtin and BaseE
 become ``RemoteError``), and recorded. It fails the statement unless an ``except`` clause of the
 tests themselves handles it (``rewrite`` marks every clause): swallowed anywhere else (a
 ``map``/``filter``/``zip``/``next(it, default)`` ending on StopIteration, ``hasattr``/
-``getattr(obj, name, default)`` on AttributeError, ``length_hint``, any library code) it would
+``getattr(obj, name, default)`` on AttributeError, any library code) it would
 steer the tests' control flow, so the statement fails whatever the type. Two replies are
 answers, not errors: AttributeError of an attribute read ("absent") and TypeError of ``len()``
 ("no length"). A tests' bare ``except:`` cannot swallow a failed assert either.
@@ -46,7 +46,9 @@ answers, not errors: AttributeError of an attribute read ("absent") and TypeErro
 Not defended: tests that take helpers from the candidate (names the tests use but never
 define are looked up in the candidate, so such helpers are as trustworthy as the candidate).
 Limitations: arguments are passed by value (tests that inspect in-place mutation of an argument
-fail), callables cannot be passed to the candidate, only the standard library exists inside.
+fail), callables cannot be passed to the candidate, only the standard library exists inside;
+without a delegated cgroup, a program may run at most ``Limits.processes`` (4) tasks,
+threads included, each with about a quarter of ``memory_mb`` (the judge runs in one process).
 
 Isolation details and rlimits: see ``rewards.code.sandbox``. ``RLIMIT_NPROC`` is not enforced
 for a root caller even in a user namespace (uid 65534 maps to host root), so bwrap itself runs
