@@ -4,7 +4,9 @@ A pool owns ``num`` actors wrapping the plain ``RolloutWorker`` / ``RewardWorker
 is split into contiguous shards (one per worker, order preserved on reassembly) that run in
 parallel. Every remote call has a deadline; a failure or timeout raises ``WorkerError`` naming
 the pool, the worker (index, pid), the phase (``"generate"``, ``"score"``, ``"sync"``,
-``"start"``) and the cause. A worker that died (``ray.exceptions.RayActorError``) is restarted
+``"start"``), the cause and, in a quiet run, the worker's log file (``RUN_DIR/logs/
+rollout-0.log``: each actor is named ``POOL-INDEX`` through its runtime env, see
+``rlsys.worker_logs``). A worker that died (``ray.exceptions.RayActorError``) is restarted
 once -- with the latest weights re-applied for rollout workers -- and its shard retried.
 
 Async overlap: ``RolloutPool.generate_async`` and ``RewardPool.score_async`` return
@@ -27,16 +29,19 @@ from actors.reward_worker import RewardWorker
 from actors.rollout import RolloutWorker
 from actors.weight_sync import PackedState, pack_state_dict
 from rewards import RewardItem, Score
+from rlsys import worker_logs
 from rlsys.types import Completion
 
 
 class WorkerError(RuntimeError):
     """A remote call on one pool worker failed or timed out."""
 
-    def __init__(self, pool: str, index: int, pid: int | None, phase: str, cause: BaseException):
+    def __init__(self, pool: str, index: int, pid: int | None, phase: str, cause: BaseException,
+                 log: str | None = None):
         self.pool, self.index, self.pid, self.phase, self.cause = pool, index, pid, phase, cause
+        self.log = log
         super().__init__(f"{pool} worker {index} (pid {pid}) failed during {phase!r}: "
-                         f"{type(cause).__name__}: {cause}")
+                         f"{type(cause).__name__}: {cause}" + (f"; its log: {log}" if log else ""))
 
 
 @dataclass
@@ -73,7 +78,8 @@ class _Pool:
         self._remote_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(cls)
         self._args, self._kwargs = args, kwargs
         self.timeout_s = timeout_s
-        self.handles: list[Any] = [self._remote_cls.remote(*args, **kwargs) for _ in range(num)]
+        self.log_dir = worker_logs.job_log_dir(ray.get_runtime_context().runtime_env)
+        self.handles: list[Any] = [self._spawn(i) for i in range(num)]
         self.pids: list[int | None] = [None] * num
         pings = [h.ping.remote() for h in self.handles]
         try:
@@ -86,13 +92,28 @@ class _Pool:
     def __len__(self) -> int:
         return len(self.handles)
 
+    def _spawn(self, index: int) -> Any:
+        """A new actor for slot ``index``, named ``POOL-INDEX`` for its log file (quiet runs)."""
+        options: dict[str, Any] = {}
+        if self.log_dir:
+            options["runtime_env"] = {
+                "env_vars": worker_logs.actor_log_env(f"{self.name}-{index}")}
+        return self._remote_cls.options(**options).remote(*self._args, **self._kwargs)
+
+    def log_file(self, index: int) -> str | None:
+        """The log file of worker ``index`` in a quiet run (None: Ray's own worker logs)."""
+        return str(worker_logs.log_file(self.log_dir, f"{self.name}-{index}")) \
+            if self.log_dir else None
+
     def _get(self, index: int, ref: Any, phase: str, timeout: float | None = None) -> Any:
         try:
             return ray.get(ref, timeout=self.timeout_s if timeout is None else timeout)
         except (RayActorError, GetTimeoutError) as exc:
-            raise WorkerError(self.name, index, self.pids[index], phase, exc) from exc
+            raise WorkerError(self.name, index, self.pids[index], phase, exc,
+                              self.log_file(index)) from exc
         except ray.exceptions.RayTaskError as exc:
-            raise WorkerError(self.name, index, self.pids[index], phase, exc.cause or exc) from exc
+            raise WorkerError(self.name, index, self.pids[index], phase, exc.cause or exc,
+                              self.log_file(index)) from exc
 
     def restart(self, index: int) -> None:
         """Kill worker ``index`` (if alive) and start a fresh one in its place."""
@@ -100,7 +121,7 @@ class _Pool:
             ray.kill(self.handles[index], no_restart=True)
         except Exception:  # noqa: BLE001 - already dead is fine
             pass
-        self.handles[index] = self._remote_cls.remote(*self._args, **self._kwargs)
+        self.handles[index] = self._spawn(index)
         self.pids[index] = self._get(index, self.handles[index].ping.remote(), "start")["pid"]
         self._after_restart(index)
 

@@ -134,7 +134,8 @@ def cpu_threads(num_cpus: float) -> int:
 
 class LearnerGroup(_GroupMixin):
     """``world_size`` Ray actors running ``learner_cls`` (default ``Learner``; a subclass such
-    as ``learner.reward.RewardLearner``), one per rank."""
+    as ``learner.reward.RewardLearner``), one per rank; ``log_name`` names their log files
+    (``LOG_NAME-RANK.log`` under the run's log dir when the run routes worker output)."""
 
     def __init__(
         self,
@@ -145,10 +146,13 @@ class LearnerGroup(_GroupMixin):
         timeout_s: float = 600.0,
         init_timeout_s: float = 600.0,
         learner_cls: type = Learner,
+        log_name: str = "learner",
         **learner_kwargs: Any,
     ) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from rlsys.worker_logs import actor_log_env
 
         if not ray.is_initialized():
             raise RuntimeError("LearnerGroup needs a running Ray: call ray.init() first")
@@ -167,7 +171,8 @@ class LearnerGroup(_GroupMixin):
             options: dict[str, Any] = {
                 "num_cpus": num_cpus_per_actor,
                 "num_gpus": num_gpus_per_actor,
-                "runtime_env": {"env_vars": env_vars},
+                # NAME-RANK names the rank's log file in a quiet run (rlsys.worker_logs)
+                "runtime_env": {"env_vars": {**env_vars, **actor_log_env(f"{log_name}-{rank}")}},
             }
             if rank == 0:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(

@@ -39,12 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--address", default=None,
                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--run-dir", default=None, help="output directory (overrides the recipe)")
+    train.add_argument("--verbose", action="store_true", help="show worker output and library "
+                       "logs here (default: in RUN_DIR/logs/, one file per worker)")
     recipe_cmd("validate", "check a recipe, its model, data files and reward arguments without "
                            "running it")
     ev = recipe_cmd("eval", "pass@k / maj@k of a checkpoint with the recipe's reward")
     ev.add_argument("--checkpoint", required=True, help="HF model directory or short name")
     ev.add_argument("--address", default=None, help="Ray cluster address")
     ev.add_argument("--output", default=None, help="write the JSON report here")
+    ev.add_argument("--verbose", action="store_true", help="show worker output and library "
+                    "logs here (default: in RUN_DIR/logs/)")
 
     config = sub.add_parser("config", help="print the recipe JSON schema or a resolved recipe",
                             description="Print the recipe JSON schema or a resolved recipe.")
@@ -91,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     recipe = _load_checked(args)  # before Ray starts: bad input fails in a second
     from rlsys.controller.runner import run_recipe
 
-    run_recipe(recipe, address=args.address, run_dir=args.run_dir)
+    run_recipe(recipe, address=args.address, run_dir=args.run_dir, verbose=args.verbose)
     return 0
 
 
@@ -102,7 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_model(args.checkpoint)
     from rlsys.controller.evaluate import eval_checkpoint
 
-    eval_checkpoint(recipe, args.checkpoint, address=args.address, output=args.output)
+    eval_checkpoint(recipe, args.checkpoint, address=args.address, output=args.output,
+                    verbose=args.verbose)
     return 0
 
 

@@ -9,32 +9,80 @@ implement any stage loop.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlsys import worker_logs
 from rlsys.config import Recipe, SourceConfig
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray; True if we started it.
+@dataclass
+class RayStart:
+    """What ``init_ray`` did: ``started`` a local Ray (with its ``watchdog`` process), and a
+    one-line ``description`` for the run's header."""
 
-    A local Ray gets ``num_cpus`` (default: all cores) and no dashboard.
+    started: bool
+    description: str
+    watchdog: Any = None
+
+
+def init_ray(address: str | None, num_cpus: int | None, *,
+             log_dir: Path | None = None) -> RayStart:
+    """Join ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray.
+
+    A local Ray gets ``num_cpus`` (default: all cores), no dashboard, binds to loopback only
+    and is torn down with this process, even after ``kill -9`` (``watchdog``). With
+    ``log_dir`` (a quiet run) worker output is not forwarded to this terminal: each named
+    worker writes ``log_dir/NAME.log`` (``rlsys.worker_logs``); without it, as Ray does.
     """
     import ray
 
     if ray.is_initialized():
-        return False
+        return RayStart(False, "Ray already initialised in this process")
     target = address or os.environ.get("RAY_ADDRESS")
-    # OpenMP's default wait policy (spin briefly, then sleep) measured fastest for 2-thread
-    # actors whose phases take turns; ACTIVE would keep an idle actor's threads spinning.
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    env_vars = {"TOKENIZERS_PARALLELISM": "false"}
+    runtime_env: dict[str, Any] = {"env_vars": env_vars}
+    if log_dir is not None:
+        env_vars.update({worker_logs.LOG_DIR_VAR: str(log_dir), **worker_logs.QUIET_ENV})
+        runtime_env["worker_process_setup_hook"] = worker_logs.SETUP_HOOK
+    quiet = log_dir is not None
     if target:
-        ray.init(address=target, runtime_env=env, log_to_driver=True)
+        ray.init(address=target, runtime_env=runtime_env, log_to_driver=not quiet)
         print(f"[ray] joined cluster at {target}", flush=True)
-        return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env,
-             log_to_driver=True, configure_logging=False)
-    return True
+        return RayStart(False, f"Ray cluster at {target}")
+    info = _init_local_ray(num_cpus=num_cpus, runtime_env=runtime_env,
+                           log_to_driver=not quiet)
+    from rlsys.controller.watchdog import start_watchdog
+
+    watchdog = start_watchdog(info["session_dir"], str(log_dir / "watchdog.log")
+                              if log_dir is not None else None)
+    return RayStart(True, f"local Ray on 127.0.0.1, {num_cpus or os.cpu_count()} CPUs",
+                    watchdog)
+
+
+def _init_local_ray(**kwargs: Any) -> dict[str, Any]:
+    """``ray.init`` of a single-node Ray whose servers listen on 127.0.0.1 only; returns its
+    ``address_info``.
+
+    Ray replaces a loopback ``_node_ip_address`` with the machine's routable address unless
+    multi-node clusters are switched off (``ray_constants.ENABLE_RAY_CLUSTER``, which the
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` variable sets when Ray is imported); switched off,
+    the GCS, raylet, agents and workers all bind to 127.0.0.1. The switch is restored once
+    the node is up (it is only read while choosing the node's address).
+    """
+    import ray
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ctx = ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+                       dashboard_host="127.0.0.1", configure_logging=False, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+    return ctx.address_info
 
 
 def local_cpus_needed(recipe: Recipe) -> int:
@@ -61,12 +109,24 @@ class RunContext:
     """Shared state of one ``rlsys train`` / ``rlsys eval`` run. Use as a context manager."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, address: str | None = None,
-                 start_ray: bool = True) -> None:
+                 start_ray: bool = True, verbose: bool = False) -> None:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.address = address or recipe.cluster.address
         num_cpus = recipe.cluster.num_cpus or local_cpus_needed(recipe)
-        self._started_ray = init_ray(self.address, num_cpus) if start_ray else False
+        # Quiet (the default): worker output and this process's stderr (warnings, library
+        # logs) go to RUN_DIR/logs; the terminal keeps the run's own lines and progress bars.
+        self.log_dir = None if verbose or not start_ray else self.run_dir / "logs"
+        self._quiet = ExitStack()
+        if self.log_dir is not None:
+            self._quiet.enter_context(worker_logs.redirect_stderr(self.log_dir / "driver.log"))
+        try:
+            self._ray = init_ray(self.address, num_cpus, log_dir=self.log_dir) if start_ray \
+                else RayStart(False, "no Ray")
+        except BaseException:
+            self._quiet.close()
+            raise
+        self._started_ray = self._ray.started
         self._records: dict[str, list[dict]] = {}
         self._rollout = None
         self._rollout_model: str | None = None
@@ -207,8 +267,17 @@ class RunContext:
         if self._started_ray:
             import ray
 
+            from rlsys.controller.watchdog import stop_watchdog
+
             ray.shutdown()
+            stop_watchdog(self._ray.watchdog)
             self._started_ray = False
+        self._quiet.close()  # the terminal gets this process's stderr back
+
+    @property
+    def ray_description(self) -> str:
+        """One line about the Ray this run uses (for the run's header)."""
+        return self._ray.description
 
 
 def load_hf_state_dict(model_path: str):

@@ -174,14 +174,15 @@ def run_eval_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
 
 
 def eval_checkpoint(recipe: Any, checkpoint: str, *, address: str | None = None,
-                    output: str | None = None) -> dict[str, Any]:
-    """``rlsys eval``: evaluate ``checkpoint`` (a dir or short name) with the recipe's eval."""
+                    output: str | None = None, verbose: bool = False) -> dict[str, Any]:
+    """``rlsys eval``: evaluate ``checkpoint`` (a dir or short name) with the recipe's eval;
+    worker output goes to the run dir's ``logs/`` unless ``verbose``."""
     from rlsys.controller.context import RunContext, resolve_run_dir
     from rlsys.modeling import resolve_model
 
     model_path = resolve_model(checkpoint)
     run_dir = resolve_run_dir(recipe, None)
-    with RunContext(recipe, run_dir, address=address) as ctx:
+    with RunContext(recipe, run_dir, address=address, verbose=verbose) as ctx:
         ev = recipe.eval
         report = evaluate(ctx, model_path, sources=ctx.eval_sources(), k=ev.k,
                           temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,

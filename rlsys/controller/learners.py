@@ -78,6 +78,7 @@ class Learners:
         self.group = LearnerGroup(
             lc.num_ranks, num_cpus_per_actor=lc.num_cpus_per_rank,
             num_gpus_per_actor=lc.num_gpus_per_rank, timeout_s=recipe.cluster.timeout_s,
+            log_name=name,  # RUN_DIR/logs/policy-0.log, reference-0.log, ...
             **({"learner_cls": learner_cls} if learner_cls is not None else {}),
             **learner_kwargs(recipe, model_path, total_steps=total_steps, lr=lr,
                              value_head=value_head))

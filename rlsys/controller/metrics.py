@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Writes metrics of one stage to ``run_dir`` and its trackers; shows progress on stderr.
+    """Writes metrics of one stage to ``run_dir`` and its trackers; shows progress on stdout.
 
     ``trackers`` names the experiment trackers (default: TensorBoard only, or none with
     ``tensorboard=False``); ``tracking`` carries what W&B/MLflow need (project, run name,
@@ -61,8 +62,9 @@ class MetricsLogger:
         if progress:
             from tqdm import tqdm
 
+            # stdout: a quiet run sends this process's stderr to RUN_DIR/logs/driver.log
             self._bar = tqdm(total=total_steps, initial=start_step, desc=stage, unit="step",
-                             dynamic_ncols=True, leave=True)
+                             dynamic_ncols=True, leave=True, file=sys.stdout)
         self._t0 = time.monotonic()
 
     def log(self, step: int, metrics: dict[str, Any], *, show: tuple[str, ...] = ()) -> None:

@@ -111,15 +111,56 @@ def _maybe_eval(ctx: RunContext, state: RunState, label: str, model_path: str) -
           f"({result['correct']}/{result['total']})", flush=True)
 
 
-def run_recipe(recipe: Recipe, *, address: str | None = None, run_dir: str | None = None) -> Path:
-    """Run every stage of ``recipe``; returns the run dir. Re-running resumes."""
+def run_header(recipe: Recipe, ctx: RunContext) -> str:
+    """The first lines of a run: recipe and stages, run dir and logs, resources, engine."""
+    stages = ", ".join(f"{s.name}({s.kind})" for s in recipe.stages)
+    lc, rc = recipe.learner, recipe.rollout
+    logs = f"worker and library logs: {ctx.log_dir}/" if ctx.log_dir is not None else \
+        "worker output: shown here (--verbose)"
+    return "\n".join([
+        f"rlsys train: recipe {recipe.name!r}, {len(recipe.stages)} stage(s): {stages}",
+        f"  run dir: {ctx.run_dir}; {logs}",
+        f"  resources: {ctx.ray_description}; learner {lc.num_ranks} rank(s) x "
+        f"{lc.num_cpus_per_rank:g} CPU, {lc.num_gpus_per_rank:g} GPU",
+        f"  model: {recipe.model.path}; rollout engine: {rc.engine} x {rc.num_workers} "
+        f"worker(s)"])
+
+
+#: metrics shown in a stage's summary line, when the stage logs them
+SUMMARY_KEYS = ("loss", "reward/mean", "accuracy/drawn", "eval/accuracy")
+
+
+def stage_summary(run_dir: Path, stage: Any, seconds: float, checkpoint: str) -> str:
+    """``[NAME] done in 21s: step 3/3, loss 0.0123, reward/mean 0.25 -> CHECKPOINT``: the
+    stage's last ``metrics.jsonl`` row, when it logged steps."""
+    from rlsys.controller.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl", stage.name)
+    parts = []
+    if rows:
+        last = rows[-1]
+        parts.append(f"step {last['step']}/{stage.steps}")
+        parts += [f"{key} {last[key]:.4g}" for key in SUMMARY_KEYS
+                  if isinstance(last.get(key), int | float)]
+    return f"[{stage.name}] done in {seconds:.0f}s" + (": " + ", ".join(parts) if parts else "") \
+        + f" -> {checkpoint}"
+
+
+def run_recipe(recipe: Recipe, *, address: str | None = None, run_dir: str | None = None,
+               verbose: bool = False) -> Path:
+    """Run every stage of ``recipe``; returns the run dir. Re-running resumes.
+
+    Quiet unless ``verbose``: the terminal shows a header, per stage a start line, its
+    progress bar and a summary line, then the final lines; worker output and this process's
+    warnings go to ``RUN_DIR/logs/`` (``RunContext``)."""
     out = resolve_run_dir(recipe, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"),
                                                     sort_keys=False))
     state = RunState(out / "run_state.json")
     t0 = time.monotonic()
-    with RunContext(recipe, out, address=address) as ctx:
+    with RunContext(recipe, out, address=address, verbose=verbose) as ctx:
+        print(run_header(recipe, ctx), flush=True)
         model_path = ctx.base_model_path()
         chain: list[str] = []
         for stage in recipe.stages:
@@ -133,9 +174,12 @@ def run_recipe(recipe: Recipe, *, address: str | None = None, run_dir: str | Non
             else:
                 print(f"[{stage.name}] starting ({stage.kind}, {stage.steps} steps) "
                       f"from {model_path}", flush=True)
+                started = time.monotonic()
                 result = _stage_runner(stage.kind)(ctx, stage, model_path)
                 model_path = result.pop("checkpoint")
                 state.finish(stage.name, model_path, result)
+                print(stage_summary(out, stage, time.monotonic() - started, model_path),
+                      flush=True)
             if stage.eval_after:
                 _maybe_eval(ctx, state, stage.name, model_path)
                 chain.append(stage.name)
