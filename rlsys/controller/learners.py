@@ -45,8 +45,32 @@ def take_rows(batch: Any, rows: range) -> Any:
     return select(batch, index)
 
 
+def stage_lora(recipe: Any, stage: Any) -> dict[str, Any] | None:
+    """The plain ``Learner(lora=...)`` dict of a stage (its override, else ``model.lora``), or
+    None when the stage trains the whole model."""
+    lora = stage.lora_for(recipe.model)
+    if lora is None:
+        return None
+    return {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+            "target_modules": list(lora.target_modules),
+            "modules_to_save": list(lora.modules_to_save)}
+
+
+def check_lora(model_path: str, lora: dict[str, Any], *, value_head: bool = False) -> None:
+    """Raise ``RecipeError`` (exit 2) when peft cannot put ``lora`` on the model, before any
+    learner starts; the message lists the modules the model has or names the model."""
+    from learner.lora import check_lora_for_model
+    from rlsys.config import RecipeError
+
+    try:
+        check_lora_for_model(model_path, lora, value_head=value_head)
+    except ValueError as exc:
+        raise RecipeError("recipe", [("model.lora (or stages[].lora)", str(exc))]) from None
+
+
 def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float | None = None,
-                   value_head: bool = False) -> dict[str, Any]:
+                   value_head: bool = False, lora: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """Plain ``Learner`` constructor arguments from the recipe's ``learner`` section."""
     lc = recipe.learner
     sched = lc.schedule
@@ -61,7 +85,7 @@ def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float 
                 lr=lr or lc.lr, weight_decay=lc.weight_decay, betas=tuple(lc.betas), eps=lc.eps,
                 grad_clip=lc.grad_clip, schedule=sched.name, schedule_kwargs=schedule_kwargs,
                 total_steps=total_steps, seed=recipe.seed, value_head=value_head,
-                gradient_checkpointing=lc.gradient_checkpointing)
+                gradient_checkpointing=lc.gradient_checkpointing, lora=lora)
 
 
 class Learners:
@@ -69,10 +93,13 @@ class Learners:
 
     def __init__(self, recipe: Any, model_path: str, *, total_steps: int,
                  lr: float | None = None, value_head: bool = False, name: str = "policy",
-                 learner_cls: type | None = None) -> None:
+                 learner_cls: type | None = None, lora: dict[str, Any] | None = None) -> None:
         from learner.launch import LearnerGroup
 
         lc = recipe.learner
+        self.lora = lora  # LoRA adapters (learner.lora): adapter-only syncs, disabled-adapter ref
+        if lora:
+            check_lora(model_path, lora, value_head=value_head)
         self.name = name
         self.micro_batch_size = lc.micro_batch_size
         self.group = LearnerGroup(
@@ -81,7 +108,7 @@ class Learners:
             log_name=name,  # RUN_DIR/logs/policy-0.log, reference-0.log, ...
             **({"learner_cls": learner_cls} if learner_cls is not None else {}),
             **learner_kwargs(recipe, model_path, total_steps=total_steps, lr=lr,
-                             value_head=value_head))
+                             value_head=value_head, lora=lora))
         self.world_size = lc.num_ranks
 
     def _shards(self, batch: Any, micro: Callable[[Any], Any] = lambda b: b) -> list[list[Any]]:
@@ -112,6 +139,16 @@ class Learners:
     def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
         """Full weights gathered on rank 0 (ZeRO-3 aware), HF names."""
         return self.group.state_dict_for_sync()
+
+    def weights_for_sync(self) -> Any:
+        """What a rollout sync sends: the adapter alone (a ``PackedState`` marked with its
+        layout) when this group trains LoRA adapters, else every weight (merged)."""
+        if not self.lora:
+            return self.group.state_dict_for_sync()
+        from actors.weight_sync import pack_state_dict
+
+        adapter, layout = self.group.call("adapter_for_sync")[0]
+        return pack_state_dict(adapter, meta={"lora": layout})
 
     def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
                         training_state: bool = True) -> str:

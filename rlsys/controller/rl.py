@@ -32,7 +32,7 @@ from rlsys.controller.experience import (
     overlong_penalty,
     select,
 )
-from rlsys.controller.learners import Learners, split_rows
+from rlsys.controller.learners import Learners, split_rows, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
 
@@ -84,11 +84,14 @@ class RLStage:
         self.rc, self.recipe = ctx.recipe.rollout, ctx.recipe
         self.pad_id = load_tokenizer(model_path).pad_token_id
         updates = stage.steps * self.algo.ppo_epochs * self.algo.num_minibatches
-        self.policy = Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr)
+        lora = stage_lora(ctx.recipe, stage)
+        self.policy = Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
+                               lora=lora)
+        # LoRA: the reference is the policy with its adapters disabled, no second group
         self.reference = (Learners(ctx.recipe, model_path, total_steps=1, name="reference")
-                          if self.algo.kl_coef > 0 else None)
+                          if self.algo.kl_coef > 0 and not lora else None)
         self.critic = (Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
-                                value_head=True, name="critic")
+                                value_head=True, name="critic", lora=lora)
                        if stage.estimator in ("gae", "gae_whitened") else None)
         self.rollout = ctx.rollout_pool(model_path)
         self.reward = ctx.reward_pool()
@@ -113,7 +116,7 @@ class RLStage:
         if self.critic is not None:
             self.critic.load_checkpoint(self._critic_path(latest))
         self.sampler.load_state_dict(extra["sampler"])
-        self.rollout.sync_weights(self.policy.state_dict_for_sync())
+        self.rollout.sync_weights(self.policy.weights_for_sync())
         print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
         return int(extra["step"])
 
@@ -206,6 +209,8 @@ class RLStage:
                 exp.old_logprobs = self.policy.forward("forward_logprobs", exp.tokens)
             if self.reference is not None:
                 exp.ref_logprobs = self.reference.forward("forward_logprobs", exp.tokens)
+            elif algo.kl_coef > 0:  # LoRA: the same model with its adapters disabled
+                exp.ref_logprobs = self.policy.forward("forward_ref_logprobs", exp.tokens)
             if self.critic is not None:
                 exp.values = self.critic.forward("forward_values", exp.tokens)
         kl_reward = algo.kl_coef if algo.kl_mode == "reward" else 0.0
@@ -256,9 +261,9 @@ class RLStage:
                                     "finish_reason": c.finish_reason}) + "\n")
 
     def sync(self, timer: PhaseTimer) -> None:
-        """Push the updated policy weights to the rollout workers."""
+        """Push the updated policy weights (LoRA: the adapter only) to the rollout workers."""
         with timer("sync"):
-            self.version = self.rollout.sync_weights(self.policy.state_dict_for_sync())
+            self.version = self.rollout.sync_weights(self.policy.weights_for_sync())
         self.ctx.mark_rollout_weights(f"{self.stage.name}@{self.step}")
 
     def close(self) -> dict[str, Any]:
@@ -273,7 +278,9 @@ class RLStage:
             plot_curves(self.ctx.run_dir, self.stage.name,
                         ["reward/mean", "accuracy/drawn", "response_length/mean", "kl"],
                         self.ctx.run_dir / f"{self.stage.name}_curves.png")
-        self.ctx.mark_rollout_weights(final)
+        # LoRA: the workers hold base + adapter; the next stage's adapters must start from the
+        # merged model, so the next use of the pool re-sends `final` in full.
+        self.ctx.mark_rollout_weights(f"{final} + adapter" if self.policy.lora else final)
         return {"checkpoint": final}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rlsys.controller.learners import Learners
+from rlsys.controller.learners import Learners, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 
 
@@ -78,7 +78,8 @@ class _StageRun:
         self.sampler = _sampler(ctx, stage, self.encoded)
         self.tokens = 0  # real tokens trained on so far (token-bounded curriculum phases)
         self.dir = ctx.stage_dir(stage.name)
-        self.learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr)
+        self.learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr,
+                                 lora=stage_lora(ctx.recipe, stage))
         self.start_step = self._resume()
         self.logger = stage_logger(ctx, stage, start_step=self.start_step)
 
@@ -185,13 +186,17 @@ def run_dpo_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
 
     opts = stage.dpo or DPOConfig()
     run = _StageRun(ctx, stage, model_path, ctx.stage_sources(stage.sources, ("pair",)))
-    reference = Learners(ctx.recipe, model_path, total_steps=1, name="reference")
+    # LoRA: the reference is the policy with its adapters disabled (no second group)
+    lora = run.learners.lora
+    reference = run.learners if lora else Learners(ctx.recipe, model_path, total_steps=1,
+                                                   name="reference")
+    method = "forward_ref_sequence_logps" if lora else "forward_sequence_logps"
     try:
         for step in range(run.start_step + 1, stage.steps + 1):
             t0 = time.monotonic()
             chosen, rejected = _pair_rows(run.draw(), run.pad_id)
-            ref_c = reference.forward("forward_sequence_logps", chosen)
-            ref_r = reference.forward("forward_sequence_logps", rejected)
+            ref_c = reference.forward(method, chosen)
+            ref_r = reference.forward(method, rejected)
             shards = _dpo_shards(run.learners, chosen, rejected, ref_c, ref_r)
             metrics = run.learners.train_micro("train_dpo", shards, loss=opts.loss,
                                                beta=opts.beta,
@@ -201,7 +206,8 @@ def run_dpo_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
             run.logger.log(step, metrics, show=("loss", "rewards/margin"))
             run.after_step(step)
     finally:
-        reference.shutdown()
+        if not lora:
+            reference.shutdown()
     return run.finish(["loss", "rewards/margin", "rewards/accuracy"])
 
 
