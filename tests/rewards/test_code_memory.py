@@ -135,7 +135,9 @@ def test_forks_tmpfs_and_memfds_stay_within_memory_mb() -> None:
         stop.set()
         sampler.join()
     peak_mb = peak[0] / (1 << 20)
-    assert result.status == "timeout", result.detail  # it holds its memory until killed
+    # It holds its memory until killed: at the deadline, or by the OOM killer of its cgroup
+    # where the host delegates one (``rewards.code.cgroup``).
+    assert result.status in ("timeout", "memory"), result.detail
     assert peak_mb <= MEMORY_MB, f"sandbox held {peak_mb:.0f} MB at memory_mb={MEMORY_MB}"
     # The attack did fill its budget, so the measurement above is not vacuous.
     assert peak_mb >= MEMORY_MB / 2, f"only {peak_mb:.0f} MB measured"
