@@ -107,7 +107,9 @@ def _check_kind(record: dict[str, Any], kind: str | None) -> None:
     alternatives = KIND_REQUIREMENTS[kind]
     if not any(all(key in record for key in keys) for keys in alternatives):
         wanted = " or ".join("+".join(keys) for keys in alternatives)
-        raise _RowError(None, f"a {kind} record needs {wanted}; it has {sorted(record)}")
+        hint = ("; RL and eval prompts with answers are kind prompt"
+                if kind != "prompt" and "prompt" in record and "answer" in record else "")
+        raise _RowError(None, f"a {kind} record needs {wanted}; it has {sorted(record)}{hint}")
 
 
 def _canonical(row: Any, fields: dict[str, str] | None) -> dict[str, Any]:

@@ -129,3 +129,11 @@ def test_all_rows_skipped_is_an_error_but_some_are_counted(tmp_path):
     path.write_text('{"question": "q"}\n')
     with pytest.raises(DataError, match=r"all 1 rows are malformed \(first: .*line 1"):
         load_records(str(path), kind="prompt", on_error="skip")
+
+
+def test_prompt_answer_rows_declared_sft_get_a_hint(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    with pytest.raises(DataError, match=r"e\.jsonl:line 1: a sft record needs .*kind prompt"):
+        load_records(str(path), kind="sft")
+    assert load_records(str(path), kind="prompt").records == [{"prompt": "1+1?", "answer": "2"}]
