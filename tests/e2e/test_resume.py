@@ -105,11 +105,18 @@ def test_killed_driver_resumes_from_last_checkpoint(tmp_path):
     proc2 = run_train("configs/grpo_tiny.yaml", run_dir, *RESUME_SETS, timeout=300)
     assert proc2.returncode == 0, proc2.stdout[-4000:]
     assert "resumed from" in proc2.stdout and "at step 2" in proc2.stdout, proc2.stdout[-4000:]
+    assert before >= 2, "steps 1 and 2 were logged before the step-2 checkpoint"
     rows = stage_rows(run_dir, "grpo")
-    assert [r["step"] for r in rows[before:]] == [3, 4]
-    assert {r["step"] for r in rows} == {1, 2, 3, 4}
-    for row in rows[before:]:
+    # every step exactly once: the replayed step 3 (if logged before the kill) was dropped
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    all_rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text()
+                .splitlines()]
+    keys = [(r["stage"], r["step"]) for r in all_rows]
+    assert len(keys) == len(set(keys)), keys
+    for row in rows[2:]:
         assert non_finite(row, RL_STEP_KEYS) == {}, row
+    events = list((run_dir / "tensorboard" / "grpo").glob("events.out.tfevents.*"))
+    assert len(events) == 2  # the resumed writer appends a file that purges steps >= 3
     state = json.loads((run_dir / "run_state.json").read_text())
     assert state["stages"]["grpo"]["done"] is True
 
