@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY.PATH=VALUE", help="override a recipe field (repeatable)")
 
+    export = sub.add_parser("export", help="merge a LoRA adapter into its base model",
+                            description="Write a LoRA stage's adapter merged into its base "
+                                        "model as a Hugging Face directory.")
+    export.add_argument("--merge", action="store_true", required=True,
+                        help="merge the adapter (the only export there is)")
+    export.add_argument("src", help="RUN_DIR/stages/NAME, its final dir, or an adapter dir")
+    export.add_argument("out", help="output directory (new or empty)")
+
     serve = sub.add_parser("serve", help="run the reward-plugin REST service",
                            description="Run the reward-plugin REST service (FastAPI + Redis).")
     serve.add_argument("--host", default=os.environ.get("RLSYS_SERVICE_HOST", "127.0.0.1"))
@@ -141,11 +149,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rlsys.controller.export import merge_export
+
+    print(f"merged model written to {merge_export(args.src, args.out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlsys`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     handler = {"validate": _cmd_validate, "train": _cmd_train, "eval": _cmd_eval,
-               "serve": _cmd_serve, "config": _cmd_config}[args.command]
+               "serve": _cmd_serve, "config": _cmd_config, "export": _cmd_export}[args.command]
     try:
         return handler(args)
     except (UserError, FileNotFoundError) as exc:
