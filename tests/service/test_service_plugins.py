@@ -52,7 +52,8 @@ def test_misbehaving_plugins_give_short_per_item_errors(service: Service, plugin
                                                         plugin: str, message: str) -> None:
     """The error names the plugin and the status, nothing of the plugin's body."""
     with service.client() as client:
-        assert _register(client, plugin, plugin_url, timeout_s=0.5).status_code == 201
+        # 200: other tests on the shared service may have registered it already
+        assert _register(client, plugin, plugin_url, timeout_s=0.5).status_code in (200, 201)
         r = client.post(f"/v1/rewards/{plugin}/score", json=_items("a", "b"))
     assert r.status_code == 200, r.text
     assert r.json() == {"scores": [None, None], "errors": [message, message]}
