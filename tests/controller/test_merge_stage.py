@@ -17,11 +17,13 @@ from rlsys.modeling.resolve import random_llama_dir
 
 
 def _ctx(tmp_path, merge: dict) -> tuple[RunContext, object]:
+    """A context (no Ray) of a recipe whose last stage merges; "prev" is an earlier stage."""
     recipe = recipe_from_dict({
         "name": "merge_test", "model": {"path": "tiny-llama:1"},
-        "stages": [{"name": "merge", "kind": "merge", "merge": merge}],
+        "stages": [{"name": "prev", "kind": "eval"},
+                   {"name": "merge", "kind": "merge", "merge": merge}],
     })
-    return RunContext(recipe, tmp_path / "run", start_ray=False), recipe.stages[0]
+    return RunContext(recipe, tmp_path / "run", start_ray=False), recipe.stages[-1]
 
 
 def test_linear_merge_of_two_tiny_llamas(tmp_path):
