@@ -10,6 +10,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -105,6 +106,8 @@ def _wandb_records(path: Path) -> list:
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):  # a record still being written
+            break
         buf += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
@@ -115,12 +118,25 @@ def _wandb_records(path: Path) -> list:
     return out
 
 
+def _finished_wandb_runs(wandb_dir: Path, timeout_s: float = 60.0) -> list[list]:
+    """The records of every offline run under ``wandb_dir``, once each file holds its ``exit``
+    record (W&B's service process writes the file; ``run.finish()`` may return first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [_wandb_records(f) for f in sorted(wandb_dir.glob("offline-run-*/run-*.wandb"))]
+        done = all(any(r.WhichOneof("record_type") == "exit" for r in recs) for recs in runs)
+        if done or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
 def test_wandb_offline_run_matches_metrics_jsonl(offline_env, tmp_path):
     ctx = _context(tmp_path, "logging.trackers=[wandb]")
     rows = _run_with_resume(ctx, tmp_path / "final")
-    files = sorted((ctx.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == 2  # the interrupted run and the resumed one
-    records = _wandb_records(files[-1])
+    runs = _finished_wandb_runs(ctx.run_dir / "wandb")
+    assert len(runs) == 2  # the interrupted run and the resumed one
+    (records,) = [recs for recs in runs if any(r.WhichOneof("record_type") == "artifact"
+                                               for r in recs)]
     kinds = [r.WhichOneof("record_type") for r in records]
     (run,) = [r.run for r, k in zip(records, kinds, strict=True) if k == "run"]
     assert run.display_name == f"{ctx.recipe.name}/{ctx.recipe.stages[0].name}"
