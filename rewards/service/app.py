@@ -54,13 +54,14 @@ _REGISTRY_DOWN = "plugin registry unavailable: Redis cannot be reached; retry la
 # Documents the bearer scheme in OpenAPI; AuthMiddleware enforces it before the body is read.
 _bearer = HTTPBearer(auto_error=False, description="Required when the service has a token.")
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Body is not parseable JSON (e.g. not UTF-8)"},
     401: {"description": "Missing or invalid bearer token"},
     413: {"description": "Body or batch too large"},
     422: {"description": "Malformed body or parameters"},
     429: {"description": "Rate limit exceeded"},
 }
 _REGISTRY_ERRORS = {**_ERRORS, 503: {"description": "Plugin registry (Redis) unavailable"}}
+# FastAPI answers 400 when the body cannot be decoded at all (e.g. bytes that are not UTF-8).
+_BODY_ERRORS = {**_REGISTRY_ERRORS, 400: {"description": "Body is not decodable JSON"}}
 _NAME = Path(pattern=NAME_PATTERN, description="Reward or plugin name.")
 _INPUT_SCHEMA = ScoreRequest.model_json_schema()
 
@@ -171,7 +172,7 @@ async def list_rewards(request: Request) -> RewardList:
 
 
 @v1.post("/rewards/{name}/score", response_model=ScoreResponse, tags=["rewards"],
-         responses={**_REGISTRY_ERRORS, 404: {"description": "Unknown reward"},
+         responses={**_BODY_ERRORS, 404: {"description": "Unknown reward"},
                     508: {"description": "A plugin call would be proxied to another plugin"}})
 async def score(request: Request, body: ScoreRequest, name: str = _NAME) -> ScoreResponse:
     """Score a batch; per-item failures come back in ``errors`` with a null score."""
@@ -200,7 +201,7 @@ async def score(request: Request, body: ScoreRequest, name: str = _NAME) -> Scor
 
 
 @v1.post("/plugins", status_code=201, tags=["plugins"],
-         responses={**_REGISTRY_ERRORS, 200: {"description": "Replaced"},
+         responses={**_BODY_ERRORS, 200: {"description": "Replaced"},
                     409: {"description": "Name of a built-in"}})
 async def register_plugin(request: Request, spec: PluginSpec,
                           response: Response) -> dict[str, Any]:
