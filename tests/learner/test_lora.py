@@ -12,6 +12,9 @@ from learner.launch import free_port
 from learner.learner import Learner
 from learner.lora import check_lora_for_model
 from rlsys.algo import token_logprobs
+from rlsys.config import RecipeError
+from rlsys.controller.learners import check_lora
+from rlsys.errors import UserError
 from tests.learner.batches import random_rows, token_batch
 
 LORA = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"],
@@ -126,6 +129,9 @@ def test_unknown_target_modules_list_the_modules_the_model_has(tiny_model_dir):
         check_lora_for_model(tiny_model_dir, bad)
     with pytest.raises(ValueError, match=r"\['c_attn'\] not found"):
         _learner(tiny_model_dir, lora=bad)
+    with pytest.raises(RecipeError, match=r"model.lora .*\['c_attn'\] not found") as info:
+        check_lora(tiny_model_dir, bad)  # the controller's check: a user error, exit 2
+    assert isinstance(info.value, UserError)
 
 
 def test_a_layer_type_peft_cannot_wrap_names_the_model(tiny_model_dir):
