@@ -130,6 +130,14 @@ def _registry_errors(recipe: Recipe) -> list[tuple[str, str]]:
                   "KL estimator")
         if stage.kind == "dpo" and stage.dpo is not None:
             check(f"stages.{i}.dpo.loss", stage.dpo.loss, DPO_LOSSES.names(), "DPO loss")
+        judge = stage.generate.judge if stage.generate is not None else None
+        if judge is not None:  # a rubric that does not compile fails here, not mid-run
+            from rewards.judge import Rubric
+
+            try:
+                Rubric(judge.rubric, mode=judge.mode)
+            except ValueError as exc:
+                errors.append((f"stages.{i}.generate.judge.rubric", str(exc)))
     return errors
 
 
