@@ -193,10 +193,16 @@ def _iter_rows(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path}: not a readable Parquet file ({reason})") from None
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             number += 1
             yield f"row {number}", row

@@ -75,6 +75,8 @@ CASES = {
         _source(path="s.jsonl", on_error="skip"),
         {"s.jsonl": _jsonl({"question": "1+1?"}, {"question": "2+2?"})}, None,
         ["s.jsonl", "all 2 rows are malformed", "line 1"]),
+    "unreadable_parquet": (_source(path="b.parquet"), {"b.parquet": b"not parquet"}, None,
+                           ["data.sources.0.path", "b.parquet", "not a readable Parquet file"]),
     "bad_json_line": (_source(path="j.jsonl"), {"j.jsonl": _jsonl(GOOD_ROWS[0], b'{"prompt": ')},
                       None, ["j.jsonl:line 2", "invalid JSON"]),
     "generator_kwarg_typo": ({"data": {"sources": [{"name": "g", "generator": "arithmetic",

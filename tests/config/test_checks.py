@@ -137,3 +137,10 @@ def test_prompt_answer_rows_declared_sft_get_a_hint(tmp_path):
     with pytest.raises(DataError, match=r"e\.jsonl:line 1: a sft record needs .*kind prompt"):
         load_records(str(path), kind="sft")
     assert load_records(str(path), kind="prompt").records == [{"prompt": "1+1?", "answer": "2"}]
+
+
+def test_unreadable_parquet_is_a_data_error(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(DataError, match=r"broken\.parquet: not a readable Parquet file"):
+        load_records(str(path))
