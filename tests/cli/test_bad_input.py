@@ -175,3 +175,10 @@ def test_unexpected_errors_keep_their_traceback(tmp_path):
                           "reward.type=crash"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 1 and "Traceback" in out.stderr and "RuntimeError: bug" in out.stderr
+
+
+def test_eval_unknown_checkpoint_is_one_line(tmp_path):
+    recipe = _prepare(tmp_path, "unknown_field")
+    (tmp_path / recipe).write_text(yaml.safe_dump(BASE))
+    out = _run(tmp_path, "eval", recipe, "--checkpoint", "./runs/x/final")
+    _assert_one_clean_line(out, "eval", ["runs/x/final", "does not exist"])
