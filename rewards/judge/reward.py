@@ -94,7 +94,8 @@ class JudgeReward:
         self.batch_size, self.timeout_s, self.cache_size = batch_size, timeout_s, cache_size
         self.version = f"judge:{mode}:{self.rubric.version}:{min_score:g}-{max_score:g}"
         self._cache: OrderedDict[str, str] = OrderedDict()
-        #: requests, cache_hits, judged, parse_errors, timeouts, backend_errors
+        #: requests, cache_hits, judged, parse_errors, timeouts, backend_errors and (pairwise)
+        #: position_inconsistent: pairs whose two orders disagree
         self.stats: Counter = Counter()
 
     # --- the judge calls ---------------------------------------------------------------------
@@ -195,8 +196,10 @@ class JudgeReward:
                 continue
             # swapped order: "A" now names the second response, so its sign flips
             value = (_SIGN[verdicts[0]] - _SIGN[verdicts[1]]) / 2
-            out.append(Score(value, info={"verdicts": verdicts,
-                                          "consistent": _SIGN[verdicts[0]] == -_SIGN[verdicts[1]]}))
+            consistent = _SIGN[verdicts[0]] == -_SIGN[verdicts[1]]
+            # a verdict that follows the position, not the content: the judge's position bias
+            self.stats["position_inconsistent"] += not consistent
+            out.append(Score(value, info={"verdicts": verdicts, "consistent": consistent}))
         return out
 
     def _pairwise(self, items: Sequence[RewardItem]) -> list[Score]:

@@ -93,6 +93,7 @@ def test_position_swap_cancels_a_judge_that_always_says_a():
     prefs = reward.prefer(["q", "q"], ["good", "bad"], ["bad", "good"])
     assert [p.value for p in prefs] == [0.0, 0.0]
     assert prefs[0].info == {"verdicts": ["A", "A"], "consistent": False}
+    assert reward.stats["position_inconsistent"] == 2
     # each pair was asked in both orders
     assert "A: good\nB: bad" in judge.prompts[0] and "A: bad\nB: good" in judge.prompts[1]
     ranked = reward.rank([("q", ["one", "two", "three"], None)])[0]
@@ -106,6 +107,7 @@ def test_a_consistent_judge_ranks_the_preferred_response_first():
     reward = JudgeReward(Judge(_prefers("good")), mode="pairwise", rubric=PAIR_RUBRIC)
     assert [p.value for p in reward.prefer(["q"] * 3, ["good", "bad", "x"],
                                            ["bad", "good", "y"])] == [1.0, -1.0, 0.0]
+    assert reward.stats["position_inconsistent"] == 0
     ranked = reward.rank([("q", ["bad", "good", "meh"], None), ("r", ["only"], None)])
     # round robin: good beats both (+1), bad and meh lose to good and tie each other (-0.5)
     assert [s.value for s in ranked[0]] == [-0.5, 1.0, -0.5]
