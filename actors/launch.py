@@ -40,8 +40,11 @@ class WorkerError(RuntimeError):
                  log: str | None = None):
         self.pool, self.index, self.pid, self.phase, self.cause = pool, index, pid, phase, cause
         self.log = log
-        super().__init__(f"{pool} worker {index} (pid {pid}) failed during {phase!r}: "
-                         f"{type(cause).__name__}: {cause}" + (f"; its log: {log}" if log else ""))
+        text = str(cause)
+        if log and "\n" in text:  # Ray's multi-line report: its last line is the worker's error,
+            text = [line for line in text.splitlines() if line.strip()][-1]  # the rest is in log
+        super().__init__(f"{pool} worker {index} (pid {pid or '?'}) failed during {phase!r}: "
+                         f"{type(cause).__name__}: {text}" + (f"; its log: {log}" if log else ""))
 
 
 @dataclass
