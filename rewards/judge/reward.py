@@ -245,10 +245,10 @@ class JudgeReward:
                             [groups[g][1][i] for g, i, _ in pairs],
                             [groups[g][1][j] for g, _, j in pairs],
                             [groups[g][2] for g, _, _ in pairs])
-        totals = [[[] for _ in rs] for _, rs, _ in groups]
+        totals: list[list[list[float]]] = [[[] for _ in rs] for _, rs, _ in groups]
         errors = [[0] * len(rs) for _, rs, _ in groups]
         for (g, i, j), pref in zip(pairs, prefs, strict=True):
-            if pref.ok:
+            if pref.ok and pref.value is not None:
                 totals[g][i].append(pref.value)
                 totals[g][j].append(-pref.value)
             else:

@@ -87,7 +87,7 @@ class Rubric:
 
     def render(self, **fields: Any) -> str:
         """The judge prompt for one item (``prompt`` may be chat messages)."""
-        values = {name: None for name in VARIABLES[self.mode]}
+        values: dict[str, Any] = {name: None for name in VARIABLES[self.mode]}
         values.update(fields)
         values["prompt"] = prompt_text(values["prompt"])
         return self._template.render(**values)
