@@ -138,3 +138,29 @@ def test_a_layer_type_peft_cannot_wrap_names_the_model(tiny_model_dir):
     with pytest.raises(ValueError, match=r"peft cannot add LoRA adapters to LlamaForCausalLM "
                                          r"\(model_type 'llama'\).*input_layernorm"):
         check_lora_for_model(tiny_model_dir, {**LORA, "target_modules": ["input_layernorm"]})
+
+
+def test_a_lora_critic_trains_adapters_and_its_head_and_saves_merged(tiny_model_dir, tmp_path):
+    from learner.critic import load_critic
+    from rlsys.data.attention import packed_forward
+    from tests.learner.batches import experience
+
+    critic = _learner(tiny_model_dir, value_head=True, lora=LORA)
+    trainable = {n for n, p in critic._engine.module.named_parameters() if p.requires_grad}
+    assert any("value_head.modules_to_save" in n for n in trainable)
+    assert all(".lora_" in n or "value_head.modules_to_save" in n for n in trainable), trainable
+    tokens = token_batch(random_rows(2, 10, seed=6), prompt_lens=[4, 4])
+    batch = experience(tokens, advantages=[0.0, 0.0])
+    batch.returns = torch.where(tokens.mask, 1.0, 0.0)
+    losses = []
+    for _ in range(4):
+        batch.values = critic.forward_values(tokens)
+        losses.append(critic.train_value([batch], clip=10.0,
+                                         num_tokens=int(tokens.mask.sum()))["loss"])
+    assert losses[-1] < 0.5 * losses[0], losses
+    final = critic.save_checkpoint(tmp_path / "critic", training_state=False)
+    reloaded = load_critic(str(final), torch.float32).eval()
+    with torch.no_grad():
+        head = packed_forward(reloaded, tokens)[..., 0]
+    values = torch.where(tokens.mask, torch.cat([torch.zeros(2, 1), head[:, :-1]], dim=1), 0)
+    torch.testing.assert_close(values, critic.forward_values(tokens), rtol=0, atol=1e-5)
