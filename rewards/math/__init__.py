@@ -17,9 +17,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from rewards.math.extract import clean_answer, extract_answer, has_boxed
 from rewards.math.lexer import MAX_ANSWER_CHARS
+
+if TYPE_CHECKING:
+    from rewards.math.pool import VerifierPool
 
 __all__ = ["extract_answer", "verify", "verify_batch", "clean_answer", "has_boxed",
            "cache_clear"]
@@ -27,12 +31,12 @@ __all__ = ["extract_answer", "verify", "verify_batch", "clean_answer", "has_boxe
 _CACHE_SIZE = 65_536
 _cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
 _cache_lock = threading.Lock()
-_pools: dict[int, object] = {}
+_pools: dict[int, VerifierPool] = {}
 _pools_lock = threading.Lock()
 _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
-def _pool(workers: int | None):
+def _pool(workers: int | None) -> VerifierPool:
     from rewards.math.pool import VerifierPool
 
     with _pools_lock:

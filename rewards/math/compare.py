@@ -69,11 +69,12 @@ def same_node(a: tuple, b: tuple) -> bool:
 def same(a, b) -> bool:
     """Equivalence of two values of any kind."""
     a, b = _matrix_value(a), _matrix_value(b)
-    if isinstance(a, V.Rel) or isinstance(b, V.Rel):
-        if isinstance(a, V.Rel) and isinstance(b, V.Rel):
-            return same_rel(a, b, same=same)
-        return (rel_vs_other(a, b, same=same) if isinstance(a, V.Rel)
-                else rel_vs_other(b, a, same=same))
+    if isinstance(a, V.Rel) and isinstance(b, V.Rel):
+        return same_rel(a, b, same=same)
+    if isinstance(a, V.Rel):
+        return rel_vs_other(a, b, same=same)
+    if isinstance(b, V.Rel):
+        return rel_vs_other(b, a, same=same)
     if isinstance(a, V.Num) and isinstance(b, V.Num):
         return same_num(a, b)
     if isinstance(a, V.Seq) and isinstance(b, V.Seq):
@@ -182,7 +183,7 @@ def _rounds_to(decimal, exact, digits: int) -> bool:
     return shown in (truncated, nearest)
 
 
-def _tolerance(approx_x, approx_y) -> sympy.Float:
+def _tolerance(approx_x, approx_y) -> sympy.Expr:
     sig = [a[2] for a in (approx_x, approx_y) if a is not None]
     if not sig:
         return sympy.Float(10) ** -40

@@ -81,7 +81,7 @@ def tokenize(text: str) -> list[Token]:
         if m is None:
             raise AnswerError(f"unexpected character {text[pos]!r} at {pos}")
         pos = m.end()
-        kind = m.lastgroup
+        kind = m.lastgroup or ""  # every alternative of the pattern is a named group
         value = m.group()
         if kind == "ws":
             continue

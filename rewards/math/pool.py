@@ -33,6 +33,9 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rewards.math.worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+        if self.proc.stdin is None or self.proc.stdout is None:  # pragma: no cover - PIPE given
+            raise RuntimeError("math checker worker started without pipes")
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         if self._read_line(_STARTUP_TIMEOUT_S) != "ready":
             self.kill()
             raise RuntimeError(f"math checker worker failed to start ({sys.executable} -m "
@@ -44,17 +47,17 @@ class _Worker:
         return self.proc.pid
 
     def _read_line(self, timeout: float) -> str | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        ready, _, _ = select.select([self.stdout], [], [], timeout)
         if not ready:
             return None
-        line = self.proc.stdout.readline()
+        line = self.stdout.readline()
         return line.strip() if line else None
 
     def ask(self, pred: str, gold: str, timeout: float) -> bool | None:
         """The verdict, or None when the worker timed out or died (it is then killed)."""
         try:
-            self.proc.stdin.write(json.dumps([pred, gold]) + "\n")
-            self.proc.stdin.flush()
+            self.stdin.write(json.dumps([pred, gold]) + "\n")
+            self.stdin.flush()
             answer = self._read_line(timeout)
         except (OSError, ValueError):
             answer = None
@@ -72,7 +75,7 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.stdin, self.stdout):
             try:
                 stream.close()
             except OSError:

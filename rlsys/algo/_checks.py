@@ -32,9 +32,10 @@ def check_token_tensors(mask: torch.Tensor, **tensors: object) -> torch.Tensor:
     return mask.bool()
 
 
-def check_rows(name: str, tensor: torch.Tensor | None, num_rows: int) -> None:
-    """Check that ``tensor`` is a (B,) vector with ``num_rows`` entries."""
+def check_rows(name: str, tensor: torch.Tensor | None, num_rows: int) -> torch.Tensor:
+    """Check that ``tensor`` is a (B,) vector with ``num_rows`` entries; returns it."""
     if tensor is None:
         raise ValueError(f"{name} is required for this estimator/function but was None")
     if tensor.dim() != 1 or tensor.shape[0] != num_rows:
         raise ValueError(f"{name} must have shape ({num_rows},), got {tuple(tensor.shape)}")
+    return tensor

@@ -190,7 +190,7 @@ def grpo(
     ``returns`` = ``s_i`` on response tokens.
     """
     mask = check_token_tensors(mask, token_rewards=token_rewards)
-    check_rows("group_ids", group_ids, mask.shape[0])
+    group_ids = check_rows("group_ids", group_ids, mask.shape[0])
     scores = sequence_scores(token_rewards, mask)
     mean, std, _ = group_statistics(scores, group_ids)
     advantages = scores - mean
@@ -236,7 +236,7 @@ def rloo(
     ``returns`` = ``s_i`` on response tokens.
     """
     mask = check_token_tensors(mask, token_rewards=token_rewards)
-    check_rows("group_ids", group_ids, mask.shape[0])
+    group_ids = check_rows("group_ids", group_ids, mask.shape[0])
     scores = sequence_scores(token_rewards, mask)
     mean, _, size = group_statistics(scores, group_ids)
     loo_scale = torch.where(size > 1, size / (size - 1).clamp(min=1), 0)
@@ -286,7 +286,7 @@ def reinforce_pp_baseline(
     row ``i`` gets ``s_i - mean_g(s)`` before whitening. ``returns`` = ``G`` (no baseline).
     """
     mask = check_token_tensors(mask, token_rewards=token_rewards)
-    check_rows("group_ids", group_ids, mask.shape[0])
+    group_ids = check_rows("group_ids", group_ids, mask.shape[0])
     returns = discounted_returns(token_rewards, mask, gamma=gamma)
     group_mean, _, _ = group_statistics(sequence_scores(token_rewards, mask), group_ids)
     centered = torch.where(mask, returns - group_mean.unsqueeze(-1), 0)

@@ -68,7 +68,7 @@ def build_smollm2(out_dir: str, arg: str | None = None) -> None:
     config = gguf_model.config
     # save_pretrained refuses quantized (GGUF) models; the weights are already dequantized.
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        delattr(config, "quantization_config")
     config.dtype = torch.float32
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
@@ -110,6 +110,7 @@ def build_tiny_llama(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model = LlamaForCausalLM(config)
+        model.float()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
