@@ -110,8 +110,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(RequestValidationError, invalid)

@@ -10,6 +10,7 @@ FastAPI nor Redis. It does not start anything.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -54,7 +55,7 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace, **explicit: object) -> ServiceSettings:
     """``ServiceSettings`` from parsed flags plus ``explicit`` values (host, port, token)."""
-    kwargs: dict[str, object] = {k: v for k, v in explicit.items() if v is not None}
+    kwargs: dict[str, Any] = {k: v for k, v in explicit.items() if v is not None}
     kwargs.update({f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None})
     if args.insecure_no_auth:
         kwargs["insecure_no_auth"] = True
