@@ -75,10 +75,11 @@ class _Pool:
     name = "pool"
 
     def __init__(self, cls: type, num: int, args: tuple, kwargs: dict[str, Any], *,
-                 num_cpus: float, timeout_s: float) -> None:
+                 num_cpus: float, timeout_s: float, num_gpus: float = 0) -> None:
         if num < 1:
             raise ValueError(f"{self.name}: num workers must be >= 1, got {num}")
-        self._remote_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(cls)
+        # Ray hides GPUs from an actor that reserves none, so a GPU engine must ask for one.
+        self._remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
         self._args, self._kwargs = args, kwargs
         self.timeout_s = timeout_s
         self.log_dir = worker_logs.job_log_dir(ray.get_runtime_context().runtime_env)
@@ -173,12 +174,12 @@ class RolloutPool(_Pool):
     def __init__(self, num: int, engine: str, model_path: str, *,
                  engine_kwargs: dict[str, Any] | None = None, chat_template: bool = True,
                  system_prompt: str | None = None, num_cpus: float = 1,
-                 timeout_s: float = 600.0) -> None:
+                 num_gpus: float = 0, timeout_s: float = 600.0) -> None:
         kwargs = {"engine_kwargs": engine_kwargs or {}, "chat_template": chat_template,
                   "system_prompt": system_prompt}
         self._weights: tuple[Any, int] | None = None  # (payload ref, version)
         super().__init__(RolloutWorker, num, (engine, model_path), kwargs, num_cpus=num_cpus,
-                         timeout_s=timeout_s)
+                         num_gpus=num_gpus, timeout_s=timeout_s)
 
     @property
     def weights_version(self) -> int:

@@ -214,7 +214,7 @@ class RunContext:
 
             self._rollout = launch_rollout_workers(
                 rc.num_workers, rc.engine, model_path, engine_kwargs=self._engine_kwargs(),
-                num_cpus=rc.num_cpus_per_worker,
+                num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
                 system_prompt=self.recipe.model.system_prompt,
                 timeout_s=self.recipe.cluster.timeout_s)
         elif self._rollout_model != model_path:
