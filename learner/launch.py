@@ -215,6 +215,7 @@ class LearnerGroup(_GroupMixin):
         """Collect results in rank order; the first failing rank is reported at once (the others
         are usually stuck in a collective waiting for it)."""
         import ray
+        from ray.exceptions import RayActorError
 
         rank_of = {ref: rank for rank, ref in enumerate(refs)}
         results: dict[int, Any] = {}
@@ -232,7 +233,7 @@ class LearnerGroup(_GroupMixin):
                 rank = rank_of[ref]
                 try:
                     results[rank] = ray.get(ref)
-                except ray.exceptions.RayActorError as err:  # the process died / is gone
+                except RayActorError as err:  # the process died / is gone
                     pid = self.workers[rank].get("pid") or _pid_in(str(err))
                     raise LearnerLostError(
                         f"learner rank {rank} (pid {pid or '?'}) died in {method}: "

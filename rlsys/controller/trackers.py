@@ -87,13 +87,14 @@ class WandbTracker:
 
     def __init__(self, spec: TrackingSpec) -> None:
         import wandb
+        from wandb.errors import UsageError
 
         self._wandb = wandb
         try:
             self._run = wandb.init(project=_safe_name(spec.project), name=spec.run_name,
                                    group=spec.project, job_type=spec.stage, config=spec.config,
                                    dir=str(spec.run_dir), reinit="create_new")
-        except wandb.errors.UsageError as err:
+        except UsageError as err:
             raise TrackerSetupError("logging.trackers", f"wandb could not start ({err}); log in "
                                     "(WANDB_API_KEY) or set WANDB_MODE=offline") from err
         self._artifact = _safe_name(f"{spec.run_name}-model")
