@@ -118,6 +118,10 @@ def _registry_errors(recipe: Recipe) -> list[tuple[str, str]]:
             errors.append((path, f"unknown {kind} {name!r}; known: {', '.join(sorted(names))}"))
 
     check("reward.type", recipe.reward.type, reward_names(), "reward")
+    if recipe.env is not None:  # no silently ignored section (rlsys.config.env.NOT_YET)
+        from rlsys.config.env import NOT_YET
+
+        errors.append(("env", NOT_YET))
     for i, stage in enumerate(recipe.stages):
         if stage.kind in RL_KINDS:
             algo = stage.algo_or_default

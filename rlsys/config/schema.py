@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlsys.config.env import EnvConfig
+
 SFT_KINDS = ("cpt", "sft")
 RL_KINDS = ("ppo", "grpo", "rloo", "reinforce_pp")
 DATA_GEN_KINDS = ("rejection_sampling", "preference_pairs", "self_instruct")
@@ -539,6 +541,9 @@ class Recipe(Strict):
                                          description="Checkpointing.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
+    env: EnvConfig | None = Field(None, description="Environment for multi-turn (agentic) "
+                                  "stages; not yet used by stages: multi-turn rollout is in "
+                                  "progress, so a recipe that sets it is refused.")
     stages: list[StageConfig] = Field(..., min_length=1, description="Stages, run in order.")
 
     @model_validator(mode="after")
