@@ -54,7 +54,6 @@ def sample_and_score(recipe, model_dir: str, rm_dir: str, problems: list[dict]) 
     from rewards import get_reward
     from rewards.base import RewardItem
     from rewards.model import ModelReward
-    from rlsys.controller.evaluate import _is_correct
 
     torch.set_num_threads(os.cpu_count() or 1)
     worker = RolloutWorker("hf", model_dir, system_prompt=recipe.model.system_prompt,
@@ -65,7 +64,7 @@ def sample_and_score(recipe, model_dir: str, rm_dir: str, problems: list[dict]) 
                         problems[c.prompt_index]["answer"]) for c in completions]
     rm_scores = [s.value for s in ModelReward(rm_dir, max_length=256).score(items)]
     truth = get_reward("math").score(items)
-    correct = [_is_correct(s) for s in truth]  # the rule of the held-out eval
+    correct = [s.correct for s in truth]  # the rule of the held-out eval (Score.correct)
     return {"rm_reward": sum(rm_scores) / len(rm_scores),
             "accuracy": sum(correct) / len(correct), "n": len(items),
             "rm_reward_correct": _mean([r for r, c in zip(rm_scores, correct, strict=True) if c]),

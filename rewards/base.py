@@ -34,6 +34,16 @@ class Score:
         """True when the item was scored."""
         return self.error is None and self.value is not None
 
+    @property
+    def correct(self) -> bool:
+        """Whether the item counts as solved: the reward's own ``info["correct"]`` when it
+        reports one (a verifier), else a scored ``value >= 1.0``. The one rule of RL accuracy
+        and of the held-out eval."""
+        info = self.info or {}
+        if "correct" in info:
+            return bool(info["correct"])
+        return self.ok and self.value is not None and self.value >= 1.0
+
 
 @runtime_checkable
 class Reward(Protocol):

@@ -12,9 +12,15 @@ import json
 from collections import Counter
 from math import comb
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rewards.base import RewardItem
+from rlsys.controller.generation import generate_in_chunks, reward_items
+
+if TYPE_CHECKING:
+    from rewards.base import Score
+    from rlsys.config import Recipe, StageConfig
+    from rlsys.controller.context import RunContext
+    from rlsys.controller.generation import RolloutPoolLike
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -46,18 +52,11 @@ def majority_correct(answers: list[str | None], correct: list[bool]) -> bool:
     return any(ok for a, ok in zip(answers, correct, strict=True) if a == winner)
 
 
-def _answer_of(score: Any, text: str) -> str | None:
+def _answer_of(score: Score, text: str) -> str | None:
     info = getattr(score, "info", {}) or {}
     if "extracted" in info:
         return None if info["extracted"] is None else str(info["extracted"]).strip()
     return text.strip() or None
-
-
-def _is_correct(score: Any, threshold: float = 1.0) -> bool:
-    info = getattr(score, "info", {}) or {}
-    if "correct" in info:
-        return bool(info["correct"])
-    return score.ok and score.value >= threshold
 
 
 def summarize(samples: list[dict[str, Any]], k: int) -> dict[str, Any]:
@@ -82,7 +81,7 @@ def summarize(samples: list[dict[str, Any]], k: int) -> dict[str, Any]:
     }
 
 
-def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperature: float,
+def evaluate(ctx: RunContext, model_path: str, *, sources: list[str], k: int, temperature: float,
              max_new_tokens: int, num_prompts: int | None, seed: int = 0) -> dict[str, Any]:
     """Sample, score and summarise per source (and overall) for the model at ``model_path``."""
     rollout = ctx.rollout_pool(model_path)
@@ -91,13 +90,12 @@ def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperatu
     all_samples: list[dict[str, Any]] = []
     for name in sources:
         records = ctx.records(name)[:num_prompts] if num_prompts else ctx.records(name)
-        completions = _generate_with_progress(
-            ctx, rollout, [r["prompt"] for r in records], desc=f"eval {name}", n=k,
-            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed)
-        items = [RewardItem(records[c.prompt_index]["prompt"], c.text,
-                            records[c.prompt_index].get("answer")) for c in completions]
-        scores = reward.score(items)
-        samples = [{"prompt_id": (name, c.prompt_index), "correct": _is_correct(s),
+        completions = generate_in_chunks(
+            rollout, [r["prompt"] for r in records], chunk=eval_chunk(rollout, k), n=k,
+            seed=seed, progress=f"eval {name}" if ctx.recipe.logging.progress else None,
+            temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+        scores = reward.score(reward_items(records, completions))
+        samples = [{"prompt_id": (name, c.prompt_index), "correct": s.correct,
                     "answer": _answer_of(s, c.text), "length": len(c.response_ids),
                     "truncated": c.finish_reason == "length"}
                    for c, s in zip(completions, scores, strict=True)]
@@ -112,32 +110,11 @@ def evaluate(ctx: Any, model_path: str, *, sources: list[str], k: int, temperatu
 EVAL_CHUNK_SEQUENCES = 32
 
 
-def _generate_with_progress(ctx: Any, rollout: Any, prompts: list[Any], *, desc: str, n: int,
-                            seed: int | None, **sampling: Any) -> list[Any]:
-    """``rollout.generate`` over ``prompts`` in chunks, with a progress bar (prompts done) when
-    the recipe's ``logging.progress`` is on. Chunk ``i`` is seeded ``seed + its first index``,
-    so results do not depend on anything but the recipe."""
+def eval_chunk(rollout: RolloutPoolLike, n: int) -> int:
+    """Prompts per ``generate`` call while evaluating: ``EVAL_CHUNK_SEQUENCES`` sequences
+    (prompts x ``n``) per rollout worker, at least one prompt per worker."""
     workers = len(getattr(rollout, "handles", ())) or 1
-    chunk = max(1, EVAL_CHUNK_SEQUENCES // n) * workers
-    bar = None
-    if ctx.recipe.logging.progress and len(prompts) > chunk:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True)
-    completions: list[Any] = []
-    try:
-        for start in range(0, len(prompts), chunk):
-            part = rollout.generate(prompts[start:start + chunk], n=n,
-                                    seed=None if seed is None else seed + start, **sampling)
-            for completion in part:
-                completion.prompt_index += start
-            completions += part
-            if bar is not None:
-                bar.update(len(prompts[start:start + chunk]))
-    finally:
-        if bar is not None:
-            bar.close()
-    return completions
+    return max(1, EVAL_CHUNK_SEQUENCES // n) * workers
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -152,7 +129,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def heldout_eval(ctx: Any, model_path: str) -> dict[str, Any]:
+def heldout_eval(ctx: RunContext, model_path: str) -> dict[str, Any]:
     """The recipe's ``eval`` section on ``model_path``; returns the overall summary."""
     ev = ctx.recipe.eval
     report = evaluate(ctx, model_path, sources=ctx.eval_sources(), k=ev.k,
@@ -161,7 +138,7 @@ def heldout_eval(ctx: Any, model_path: str) -> dict[str, Any]:
     return report["overall"]
 
 
-def run_eval_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+def run_eval_stage(ctx: RunContext, stage: StageConfig, model_path: str) -> dict[str, Any]:
     """An ``eval`` stage: the full report to ``stages/NAME/report.json``; passes the model on."""
     ev = ctx.recipe.eval
     report = evaluate(ctx, model_path, sources=stage.sources or ctx.eval_sources(), k=ev.k,
@@ -173,7 +150,7 @@ def run_eval_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
     return {"checkpoint": model_path, "report": str(out), **report["overall"]}
 
 
-def eval_checkpoint(recipe: Any, checkpoint: str, *, address: str | None = None,
+def eval_checkpoint(recipe: Recipe, checkpoint: str, *, address: str | None = None,
                     output: str | None = None, verbose: bool = False) -> dict[str, Any]:
     """``rlsys eval``: evaluate ``checkpoint`` (a dir or short name) with the recipe's eval;
     worker output goes to the run dir's ``logs/`` unless ``verbose``."""

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from rewards.base import RewardItem
 from rlsys.controller.experience import (
     build_experience,
     compute_advantages,
@@ -32,6 +31,7 @@ from rlsys.controller.experience import (
     overlong_penalty,
     select,
 )
+from rlsys.controller.generation import reward_items
 from rlsys.controller.learners import Learners, split_rows, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
@@ -165,9 +165,8 @@ class RLStage:
         with timer("generate"):
             for shard in pending:
                 done = self.rollout.wait_shard(shard, **sampling)
-                items = [RewardItem(records[c.prompt_index]["prompt"], c.text,
-                                    records[c.prompt_index].get("answer")) for c in done]
-                score_refs.append(self.reward.score_async(items, spread=False))
+                score_refs.append(self.reward.score_async(reward_items(records, done),
+                                                          spread=False))
                 completions += done
         with timer("reward"):
             scores = [s for refs in score_refs for s in self.reward.wait(refs)]
@@ -285,9 +284,9 @@ class RLStage:
 
 
 def _accuracy(scores: list) -> float:
-    """Share of scores marked correct (``info["correct"]``, else a reward >= 1)."""
-    correct = [bool((s.info or {}).get("correct", s.ok and s.value >= 1.0)) for s in scores]
-    return sum(correct) / max(len(correct), 1)
+    """Share of scores that are correct (``Score.correct``: ``info["correct"]``, else a
+    reward >= 1)."""
+    return sum(s.correct for s in scores) / max(len(scores), 1)
 
 
 def batch_metrics(batch: Batch, exp: Any) -> dict[str, float]:

@@ -36,9 +36,20 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rlsys.controller.generation import generate_in_chunks, reward_items
 from rlsys.data.decontam import Decontaminator, jaccard, normalize_text, normalize_words, text_of
+
+if TYPE_CHECKING:
+    from rewards.base import Score
+    from rlsys.config import StageConfig
+    from rlsys.config.schema import GenerateConfig
+    from rlsys.controller.context import RunContext
+    from rlsys.types import Completion
+
+#: what a driver returns: kept records, samples generated, drops per reason, extra stats
+DriverResult = tuple[list[dict], int, Counter, dict[str, Any]]
 
 #: prompts handed to the rollout pool per call (bounds memory on large prompt sets)
 GENERATE_CHUNK = 64
@@ -299,13 +310,13 @@ def stats_path(output: Path) -> Path:
 
 
 # --- drivers --------------------------------------------------------------------------------
-def output_path(ctx: Any, output: str) -> Path:
+def output_path(ctx: RunContext, output: str) -> Path:
     """``generate.output`` resolved: ``{run_dir}`` expanded, relative paths under the run dir."""
     path = Path(ctx.resolve_path(output))
     return path if path.is_absolute() else Path(ctx.run_dir) / path
 
 
-def build_decontaminator(ctx: Any, gen: Any) -> Decontaminator | None:
+def build_decontaminator(ctx: RunContext, gen: GenerateConfig) -> Decontaminator | None:
     """A ``Decontaminator`` over every eval prompt of the recipe; None when off or no eval set."""
     if not gen.decontaminate:
         return None
@@ -317,30 +328,35 @@ def build_decontaminator(ctx: Any, gen: Any) -> Decontaminator | None:
     return Decontaminator(texts, n=gen.decontam_n) if texts else None
 
 
-def _generate(ctx: Any, model_path: str, prompts: Sequence[Any], *, n: int,
-              gen: Any) -> list[tuple[int, str]]:
-    """``(prompt_index, text)`` for ``n`` samples per prompt, in prompt order."""
-    pool = ctx.rollout_pool(model_path)
-    out: list[tuple[int, str]] = []
-    for start in range(0, len(prompts), GENERATE_CHUNK):
-        chunk = list(prompts[start:start + GENERATE_CHUNK])
-        completions = pool.generate(chunk, n=n, temperature=gen.temperature, top_p=1.0,
-                                    max_new_tokens=gen.max_new_tokens,
-                                    seed=ctx.recipe.seed + start)
-        out += [(start + c.prompt_index, c.text) for c in completions]
-    return out
+def _generate(ctx: RunContext, model_path: str, prompts: Sequence[Any], *, n: int,
+              gen: GenerateConfig) -> list[Completion]:
+    """``n`` samples per prompt, in prompt order, ``GENERATE_CHUNK`` prompts per call."""
+    return generate_in_chunks(ctx.rollout_pool(model_path), prompts, chunk=GENERATE_CHUNK, n=n,
+                              seed=ctx.recipe.seed, temperature=gen.temperature, top_p=1.0,
+                              max_new_tokens=gen.max_new_tokens)
 
 
-def _scored(ctx: Any, model_path: str, records: list[dict], gen: Any) -> list[tuple]:
-    from rewards.base import RewardItem
-
-    texts = _generate(ctx, model_path, [r["prompt"] for r in records], n=gen.k, gen=gen)
-    items = [RewardItem(records[i]["prompt"], t, records[i].get("answer")) for i, t in texts]
-    scores = ctx.reward_pool().score(items) if items else []
-    return [(i, t, s) for (i, t), s in zip(texts, scores, strict=True)]
+def _texts(completions: Sequence[Completion]) -> list[tuple[int, str]]:
+    """``(prompt_index, text)`` of each completion."""
+    return [(c.prompt_index, c.text) for c in completions]
 
 
-def _stage_prompts(ctx: Any, stage: Any, decontam: Decontaminator | None):
+def _scored(ctx: RunContext, model_path: str, records: list[dict],
+            gen: GenerateConfig) -> list[tuple[int, str, Score]]:
+    completions = _generate(ctx, model_path, [r["prompt"] for r in records], n=gen.k, gen=gen)
+    scores = ctx.reward_pool().score(reward_items(records, completions)) if completions else []
+    return [(c.prompt_index, c.text, s) for c, s in zip(completions, scores, strict=True)]
+
+
+def _section(stage: StageConfig) -> GenerateConfig:
+    """The stage's ``generate`` section (the schema requires one for these kinds)."""
+    if stage.generate is None:
+        raise ValueError(f"stage {stage.name!r} ({stage.kind}) has no 'generate' section")
+    return stage.generate
+
+
+def _stage_prompts(ctx: RunContext, stage: StageConfig, decontam: Decontaminator | None
+                   ) -> tuple[list[dict], Counter]:
     names = ctx.stage_sources(stage.sources, ("prompt", "sft"))
     records = []
     for name in names:
@@ -349,39 +365,42 @@ def _stage_prompts(ctx: Any, stage: Any, decontam: Decontaminator | None):
             raise ValueError(f"stage {stage.name!r}: source {name!r} has records without a "
                              f"'prompt' (a {stage.kind} stage needs prompt or sft sources)")
         records += rows
-    return prepare_prompts(records, limit=stage.generate.num_prompts, decontam=decontam)
+    return prepare_prompts(records, limit=_section(stage).num_prompts, decontam=decontam)
 
 
-def _rejection_sampling(ctx, stage, model_path, decontam):
+def _rejection_sampling(ctx: RunContext, stage: StageConfig, model_path: str,
+                        decontam: Decontaminator | None) -> DriverResult:
     records, dropped = _stage_prompts(ctx, stage, decontam)
-    samples = _scored(ctx, model_path, records, stage.generate)
-    kept, more = accept_samples(records, samples, threshold=stage.generate.threshold,
+    samples = _scored(ctx, model_path, records, _section(stage))
+    kept, more = accept_samples(records, samples, threshold=_section(stage).threshold,
                                 decontam=decontam)
     return kept, len(samples), dropped + more, {}
 
 
-def _preference_pairs(ctx, stage, model_path, decontam):
+def _preference_pairs(ctx: RunContext, stage: StageConfig, model_path: str,
+                      decontam: Decontaminator | None) -> DriverResult:
     records, dropped = _stage_prompts(ctx, stage, decontam)
-    gen = stage.generate
+    gen = _section(stage)
     if gen.judge is None:
         samples, extra = _scored(ctx, model_path, records, gen), {}
     else:
         from rlsys.controller.judging import judge_samples
 
         texts = _generate(ctx, model_path, [r["prompt"] for r in records], n=gen.k, gen=gen)
-        samples, extra = judge_samples(records, texts, gen.judge)
+        samples, extra = judge_samples(records, _texts(texts), gen.judge)
     pairs, more = select_pairs(records, samples, min_margin=gen.min_margin, decontam=decontam)
     return pairs, len(samples), dropped + more, extra
 
 
-def _self_instruct(ctx, stage, model_path, decontam):
-    gen = stage.generate
+def _self_instruct(ctx: RunContext, stage: StageConfig, model_path: str,
+                   decontam: Decontaminator | None) -> DriverResult:
+    gen = _section(stage)
     seed_records, dropped = _stage_prompts(ctx, stage, None)
     seeds = [text_of(r["prompt"]) for r in seed_records]
     rng = random.Random(f"self_instruct:{ctx.recipe.seed}")
     metas = [meta_prompt(rng.sample(seeds, min(gen.fewshot, len(seeds))))
              for _ in range(gen.num_prompts or len(seeds))]
-    proposals = [t for _, t in _generate(ctx, model_path, metas, n=gen.k, gen=gen)]
+    proposals = [c.text for c in _generate(ctx, model_path, metas, n=gen.k, gen=gen)]
     instructions, more = filter_instructions(
         proposals, seeds, min_words=gen.min_words, max_words=gen.max_words,
         max_similarity=gen.max_similarity, max_template_share=gen.max_template_share,
@@ -389,7 +408,7 @@ def _self_instruct(ctx, stage, model_path, decontam):
     dropped += more
     answers = _generate(ctx, model_path, instructions, n=1, gen=gen) if instructions else []
     kept = []
-    for index, text in answers:
+    for index, text in _texts(answers):
         if not normalize_text(text):
             dropped["empty_response"] += 1
         elif decontam is not None and decontam.is_contaminated(text):
@@ -403,14 +422,14 @@ _DRIVERS = {"rejection_sampling": _rejection_sampling, "preference_pairs": _pref
             "self_instruct": _self_instruct}
 
 
-def run_synthetic_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+def run_synthetic_stage(ctx: RunContext, stage: StageConfig, model_path: str) -> dict[str, Any]:
     """Run a data-generation stage; writes the dataset and its stats, passes the model on.
 
     Returns ``{"checkpoint": model_path, "output", "stats", "generated", "kept",
     "decontaminated"}``. Raises ``ValueError`` (after writing the stats) when nothing was kept,
     since the stage that reads the dataset could not run.
     """
-    gen = stage.generate
+    gen = _section(stage)
     out = output_path(ctx, gen.output)
     decontam = build_decontaminator(ctx, gen)
     kept, generated, dropped, extra = _DRIVERS[stage.kind](ctx, stage, model_path, decontam)

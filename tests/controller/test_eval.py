@@ -128,17 +128,16 @@ def test_chunked_eval_generation_keeps_prompt_order_and_indices(tiny_model_dir, 
     """``evaluate`` generates in chunks (for its progress bar): the completions come back in
     prompt order with global ``prompt_index``, greedy outputs equal one unchunked call, and
     the bar reports every prompt."""
-    from types import SimpleNamespace
-
     from actors.rollout import RolloutWorker
-    from rlsys.controller import evaluate as ev
+    from rlsys.controller.evaluate import eval_chunk
+    from rlsys.controller.generation import generate_in_chunks
 
     worker = RolloutWorker("hf", tiny_model_dir)
-    ctx = SimpleNamespace(recipe=SimpleNamespace(logging=SimpleNamespace(progress=True)))
     prompts = [f"What is {i} + {i}?" for i in range(11)]
     sampling = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 4}
-    got = ev._generate_with_progress(ctx, worker, prompts, desc="eval t", n=4, seed=0,
-                                     **sampling)
+    assert eval_chunk(worker, 4) == 8  # 32 sequences / 4 samples, one worker: two chunks
+    got = generate_in_chunks(worker, prompts, chunk=eval_chunk(worker, 4), n=4, seed=0,
+                             progress="eval t", **sampling)
     want = worker.generate(prompts, n=4, seed=0, **sampling)
     assert [c.prompt_index for c in got] == [i for i in range(11) for _ in range(4)]
     assert [c.response_ids for c in got] == [c.response_ids for c in want]
