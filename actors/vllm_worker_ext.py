@@ -49,8 +49,8 @@ class WeightSyncWorkerExtension:
 
         from actors.weight_sync import PackedState, unpack_state_dict
 
-        buffers = {name: np.memmap(path, dtype=np_dtype, mode="r")
-                   for name, (path, np_dtype) in files.items()}
+        buffers: dict[str, np.ndarray] = {name: np.memmap(path, dtype=np_dtype, mode="r")
+                                           for name, (path, np_dtype) in files.items()}
         payload = PackedState(buffers=buffers,
                               index=[(n, d, int(o), tuple(s)) for n, d, o, s in index])
         self.reload_weights(weights_iterator=unpack_state_dict(payload),  # type: ignore[attr-defined]

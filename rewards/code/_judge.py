@@ -84,12 +84,19 @@ class _Channel:
         raise exc
 
 
-_CHANNEL = None
+_CHANNEL: _Channel | None = None
 # Candidate exceptions raised into the current statement that no ``except`` of the tests has
 # handled yet. One left when an assert runs or the statement ends means that something else
 # (map/filter/zip/next ending on StopIteration, hasattr/getattr on AttributeError, any library
 # code) swallowed it and the tests' control flow was steered by the candidate: a failure.
 _PENDING = []
+
+
+def _rpc(request, answer=None):
+    """``_CHANNEL.rpc``; a proxy exists only after ``_judge_main`` opened the channel."""
+    if _CHANNEL is None:
+        raise CandidateGone("no channel to the candidate (_judge_main has not run)")
+    return _CHANNEL.rpc(request, answer)
 
 
 def _caught():
@@ -126,9 +133,9 @@ class RemoteRef:
         self._ref = ref
 
     def _call(self, attr, args, kwargs):
-        return _CHANNEL.rpc({"op": "call", "ref": self._ref, "attr": attr,
-                             "args": encode(list(args), _to_ref),
-                             "kwargs": encode(dict(kwargs), _to_ref)})
+        return _rpc({"op": "call", "ref": self._ref, "attr": attr,
+                     "args": encode(list(args), _to_ref),
+                     "kwargs": encode(dict(kwargs), _to_ref)})
 
     def __call__(self, *args, **kwargs):
         return self._call(None, args, kwargs)
@@ -137,17 +144,17 @@ class RemoteRef:
         if name.startswith("__"):
             raise AttributeError(name)
         # An absent attribute is an answer (hasattr, getattr with a default), not an error.
-        return _CHANNEL.rpc({"op": "getattr", "ref": self._ref, "attr": name}, AttributeError)
+        return _rpc({"op": "getattr", "ref": self._ref, "attr": name}, AttributeError)
 
     def __iter__(self):
-        items = _CHANNEL.rpc({"op": "iter", "ref": self._ref})
+        items = _rpc({"op": "iter", "ref": self._ref})
         if type(items) is not list:
             raise CandidateGone("garbled reply to iter")
         return iter(items)
 
     def __len__(self):
         # The TypeError of an object without len() is an answer: list() relies on it.
-        return _CHANNEL.rpc({"op": "len", "ref": self._ref}, TypeError)
+        return _rpc({"op": "len", "ref": self._ref}, TypeError)
 
     def __getitem__(self, key):
         return self._call("__getitem__", (key,), {})

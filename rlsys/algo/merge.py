@@ -28,7 +28,8 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 def _prepare(tensors: Sequence[torch.Tensor], weights: Sequence[float],
-             base: torch.Tensor | None, *, need_base: bool) -> tuple[list, torch.Tensor | None]:
+             base: torch.Tensor | None, *,
+             need_base: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     if not tensors:
         raise ValueError("nothing to merge: tensors is empty")
     if len(weights) != len(tensors):
@@ -36,11 +37,27 @@ def _prepare(tensors: Sequence[torch.Tensor], weights: Sequence[float],
     if need_base and base is None:
         raise ValueError("this merge method needs the base (common ancestor) tensor")
     shape = tensors[0].shape
-    for i, x in enumerate([*tensors[1:], *([base] if base is not None else [])], start=1):
+    others: list[torch.Tensor] = [*tensors[1:], *([base] if base is not None else [])]
+    for i, x in enumerate(others, start=1):
         if x.shape != shape:
             raise ValueError(f"tensor {i} has shape {tuple(x.shape)}, expected {tuple(shape)}")
     dtype = _compute_dtype(tensors[0])
     return [x.to(dtype) for x in tensors], base.to(dtype) if base is not None else None
+
+
+def _prepare_with_base(tensors: Sequence[torch.Tensor], weights: Sequence[float],
+                       base: torch.Tensor | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    xs, b = _prepare(tensors, weights, base, need_base=True)
+    assert b is not None  # need_base=True: _prepare raised otherwise
+    return xs, b
+
+
+def _weighted_sum(weights: Sequence[float], xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    # Same left-to-right order as builtin ``sum``; a Tensor start keeps the type a Tensor.
+    total = weights[0] * xs[0]
+    for w, x in zip(weights[1:], xs[1:], strict=True):
+        total = total + w * x
+    return total
 
 
 @MERGE_METHODS.decorator("linear")
@@ -58,7 +75,7 @@ def linear(
     total = sum(weights)
     if total == 0:
         raise ValueError("linear merge: the weights sum to 0")
-    merged = sum(w * x for w, x in zip(weights, xs, strict=True))
+    merged = _weighted_sum(weights, xs)
     return (merged / total).to(tensors[0].dtype)
 
 
@@ -74,8 +91,8 @@ def task_arithmetic(
 ) -> torch.Tensor:
     """``base + scale * sum_k w_k (x_k - base)``: adding task vectors (Ilharco et al. 2023,
     "Editing Models with Task Arithmetic", Eq. 1); negative weights subtract a task."""
-    xs, b = _prepare(tensors, weights, base, need_base=True)
-    delta = sum(w * (x - b) for w, x in zip(weights, xs, strict=True))
+    xs, b = _prepare_with_base(tensors, weights, base)
+    delta = _weighted_sum(weights, [x - b for x in xs])
     return (b + scale * delta).to(tensors[0].dtype)
 
 
@@ -107,7 +124,7 @@ def ties(
     no task survives keep the base value."""
     if not 0.0 < density <= 1.0:
         raise ValueError(f"ties: density must be in (0, 1], got {density}")
-    xs, b = _prepare(tensors, weights, base, need_base=True)
+    xs, b = _prepare_with_base(tensors, weights, base)
     taus = torch.stack([_trim(w * (x - b), density) for w, x in zip(weights, xs, strict=True)])
     elected = torch.sign(taus.sum(0))
     agree = (torch.sign(taus) == elected) & (taus != 0)

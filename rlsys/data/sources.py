@@ -187,7 +187,8 @@ def _iter_json(path: str) -> Iterator[tuple[str, Any]]:
         yield f"record {number}", row
 
 
-def _iter_rows(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+def _iter_rows(rows: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    # Any: a row is checked to be a mapping where it is read, not here.
     for number, row in enumerate(rows, start=1):
         yield f"row {number}", row
 
