@@ -10,8 +10,9 @@ Memory is the sandbox's total (``memory_mb``); CPU seconds are counted for the w
 
 What the host checks, from outside the sandbox, after every call: the reply carries the call's
 random token and nothing else was written on the reply pipe (no stale or forged replies), and
-the sandbox holds exactly its two bwrap supervisors and one single-threaded agent process
-(``/proc``): a thread, child, daemon or zombie that outlives the call gets the session killed.
+the sandbox's pid namespace holds exactly bwrap's init and one single-threaded agent process
+(its own ``/proc``, read from the host as ``/proc/<agent>/root/proc``, one directory listing):
+a thread, child, daemon or zombie that outlives the call gets the session killed.
 Any such failure, a timeout, a crash or too much output ends the session's process; the next
 call starts a fresh one (state lost), and the result says so (``restarted``).
 Not defended: code that sends a forged reply (it can read its own call's token) and then keeps
@@ -102,6 +103,7 @@ class PythonSession:
         self._proc: SandboxProcess | None = None
         self._fds: tuple[int, int, int] | None = None  # call_w, reply_r, out_r
         self._pending = b""
+        self._agent = 0
         self.closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -125,6 +127,11 @@ class PythonSession:
         if line != {"ready": True}:
             self._stop()
             raise RuntimeError("python session: the sandboxed interpreter did not start")
+        try:
+            self._agent = self._find_agent()
+        except RuntimeError:
+            self._stop()
+            raise
 
     def _stop(self) -> None:
         if self._proc is not None:
@@ -268,14 +275,21 @@ class PythonSession:
     def _leftovers(self) -> str | None:
         """What runs in the sandbox beside its supervisors and one single-threaded agent."""
         assert self._proc is not None
-        tree = _proc_tree(self._proc.pid)
-        if len(tree) > 2:
-            return f"{len(tree) - 2} process(es)"
-        agents = [pid for pid, parent in tree.items() if parent != self._proc.pid]
-        if len(agents) != 1:
-            return "no agent process"
-        try:
-            threads = len(os.listdir(f"/proc/{agents[0]}/task"))
+        try:  # the sandbox's own /proc lists its pid namespace: one listdir, not a host scan
+            inside = sum(n.isdigit() for n in os.listdir(f"/proc/{self._agent}/root/proc"))
+            threads = len(os.listdir(f"/proc/{self._agent}/task"))
         except OSError:
             return "no agent process"
+        if inside > 2:  # bwrap's init (pid 1) and the agent
+            return f"{inside - 2} process(es)"
         return f"{threads - 1} thread(s)" if threads > 1 else None
+
+    def _find_agent(self) -> int:
+        """Host pid of the agent: the one descendant of the outer bwrap that bwrap's init
+        started (the pid namespace's own /proc is read through it afterwards)."""
+        assert self._proc is not None
+        agents = [pid for pid, parent in _proc_tree(self._proc.pid).items()
+                  if parent != self._proc.pid]
+        if len(agents) != 1:
+            raise RuntimeError(f"python session: expected one agent process, found {agents}")
+        return agents[0]
