@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from rlsys.types import TokenBatch
+
+if TYPE_CHECKING:
+    from rlsys.config import Recipe, StageConfig
 
 
 def split_rows(num_rows: int, micro_batch_size: int, world_size: int) -> list[list[range]]:
@@ -45,7 +48,7 @@ def take_rows(batch: Any, rows: range) -> Any:
     return select(batch, index)
 
 
-def stage_lora(recipe: Any, stage: Any) -> dict[str, Any] | None:
+def stage_lora(recipe: Recipe, stage: StageConfig) -> dict[str, Any] | None:
     """The plain ``Learner(lora=...)`` dict of a stage (its override, else ``model.lora``), or
     None when the stage trains the whole model."""
     lora = stage.lora_for(recipe.model)
@@ -68,7 +71,7 @@ def check_lora(model_path: str, lora: dict[str, Any], *, value_head: bool = Fals
         raise RecipeError("recipe", [("model.lora (or stages[].lora)", str(exc))]) from None
 
 
-def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float | None = None,
+def learner_kwargs(recipe: Recipe, model_path: str, *, total_steps: int, lr: float | None = None,
                    value_head: bool = False, lora: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """Plain ``Learner`` constructor arguments from the recipe's ``learner`` section."""
@@ -88,10 +91,41 @@ def learner_kwargs(recipe: Any, model_path: str, *, total_steps: int, lr: float 
                 gradient_checkpointing=lc.gradient_checkpointing, lora=lora)
 
 
+class LearnerGroupLike(Protocol):
+    """The learner-group methods a stage loop calls (``Learners``, or an in-process fake)."""
+
+    lora: dict[str, Any] | None
+
+    def forward(self, method: str, batch: Any) -> torch.Tensor:
+        """A no-grad forward over all rows, rows back in order."""
+        ...
+
+    def train(self, method: str, batch: Any, **kwargs: Any) -> dict[str, float]:
+        """One optimizer step on all rows; rank 0's metrics."""
+        ...
+
+    def weights_for_sync(self) -> Any:
+        """What a rollout weight sync sends."""
+        ...
+
+    def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
+                        training_state: bool = True) -> str:
+        """Save the model (and training state) at ``path``."""
+        ...
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Restore a checkpoint; returns its ``extra_state``."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the ranks."""
+        ...
+
+
 class Learners:
     """A learner group as the controller uses it (``world_size`` ranks)."""
 
-    def __init__(self, recipe: Any, model_path: str, *, total_steps: int,
+    def __init__(self, recipe: Recipe, model_path: str, *, total_steps: int,
                  lr: float | None = None, value_head: bool = False, name: str = "policy",
                  learner_cls: type | None = None, lora: dict[str, Any] | None = None) -> None:
         from learner.launch import LearnerGroup

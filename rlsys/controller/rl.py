@@ -20,7 +20,8 @@ model, optimizer, sampler position and step exactly.
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,16 +32,26 @@ from rlsys.controller.experience import (
     overlong_penalty,
     select,
 )
-from rlsys.controller.generation import reward_items
-from rlsys.controller.learners import Learners, split_rows, stage_lora
+from rlsys.controller.generation import RewardPoolLike, RolloutPoolLike, reward_items
+from rlsys.controller.learners import LearnerGroupLike, Learners, split_rows, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
+
+if TYPE_CHECKING:
+    from rewards.base import Score
+    from rlsys.config import StageConfig
+    from rlsys.controller.context import RunContext
+    from rlsys.types import Completion, Experience
+
+#: a launched generation: pending shards, their prompt records, the policy version sampling
+Pending = tuple[list[Any], list[dict], int]
 
 
 class Batch:
     """One step's samples: completions, their scores and group ids (one group per prompt)."""
 
-    def __init__(self, completions: list, scores: list, records: list[dict], version: int):
+    def __init__(self, completions: list[Completion], scores: list[Score], records: list[dict],
+                 version: int) -> None:
         self.completions, self.scores, self.records = completions, scores, records
         self.version = version  # policy version that generated it
         self.group_ids = [c.prompt_index for c in completions]
@@ -74,36 +85,52 @@ class Batch:
 
 
 class RLStage:
-    """State of one RL stage: learner groups, worker pools, prompt sampler, logger."""
+    """State of one RL stage: learner groups, worker pools, prompt sampler, logger.
 
-    def __init__(self, ctx: Any, stage: Any, model_path: str) -> None:
+    The learner groups and pools come in as arguments (``build`` makes the real ones from the
+    run context), so the phases run against in-process fakes in tests."""
+
+    def __init__(self, ctx: RunContext, stage: StageConfig, *, policy: LearnerGroupLike,
+                 reference: LearnerGroupLike | None, critic: LearnerGroupLike | None,
+                 rollout: RolloutPoolLike, reward: RewardPoolLike, pad_id: int) -> None:
         from rlsys.data.mixture import MixtureSampler
-        from rlsys.modeling import load_tokenizer
 
         self.ctx, self.stage, self.algo = ctx, stage, stage.algo_or_default
         self.rc, self.recipe = ctx.recipe.rollout, ctx.recipe
-        self.pad_id = load_tokenizer(model_path).pad_token_id
-        updates = stage.steps * self.algo.ppo_epochs * self.algo.num_minibatches
-        lora = stage_lora(ctx.recipe, stage)
-        self.policy = Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
-                               lora=lora)
-        # LoRA: the reference is the policy with its adapters disabled, no second group
-        self.reference = (Learners(ctx.recipe, model_path, total_steps=1, name="reference")
-                          if self.algo.kl_coef > 0 and not lora else None)
-        self.critic = (Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
-                                value_head=True, name="critic", lora=lora)
-                       if stage.estimator in ("gae", "gae_whitened") else None)
-        self.rollout = ctx.rollout_pool(model_path)
-        self.reward = ctx.reward_pool()
+        self.pad_id = pad_id
+        # LoRA: the reference is the policy with its adapters disabled (``reference`` None)
+        self.policy, self.reference, self.critic = policy, reference, critic
+        self.rollout, self.reward = rollout, reward
         self.sources = ctx.stage_sources(stage.sources, ("prompt", "sft"))
         self.sampler = MixtureSampler({n: len(ctx.records(n)) for n in self.sources},
                                       {n: ctx.source(n).weight for n in self.sources},
                                       seed=ctx.recipe.seed)
+        self.sampler_before_prefetch: dict[str, Any] | None = None
         self.dir = ctx.stage_dir(stage.name)
         self.step = self._resume()
         self.logger = stage_logger(ctx, stage, start_step=self.step)
         # the pool's weight version, not 0: the pool outlives stages and _resume syncs it
         self.version = self.rollout.weights_version
+
+    @classmethod
+    def build(cls, ctx: RunContext, stage: StageConfig, model_path: str) -> RLStage:
+        """The stage with real learner groups (policy, reference when ``kl_coef > 0`` without
+        LoRA, critic for GAE) and the run's rollout and reward pools."""
+        from rlsys.modeling import load_tokenizer
+
+        algo = stage.algo_or_default
+        pad_id = load_tokenizer(model_path).pad_token_id
+        updates = stage.steps * algo.ppo_epochs * algo.num_minibatches
+        lora = stage_lora(ctx.recipe, stage)
+        policy = Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr, lora=lora)
+        reference = (Learners(ctx.recipe, model_path, total_steps=1, name="reference")
+                     if algo.kl_coef > 0 and not lora else None)
+        critic = (Learners(ctx.recipe, model_path, total_steps=updates, lr=stage.lr,
+                           value_head=True, name="critic", lora=lora)
+                  if stage.estimator in ("gae", "gae_whitened") else None)
+        return cls(ctx, stage, policy=policy, reference=reference, critic=critic,
+                   rollout=ctx.rollout_pool(model_path), reward=ctx.reward_pool(),
+                   pad_id=pad_id)
 
     # ------------------------------------------------------------------ resume / checkpoint
     def _resume(self) -> int:
@@ -132,10 +159,8 @@ class RLStage:
                                         training_state=training_state)
         self.policy.save_checkpoint(path, extra, training_state=training_state)
 
-    def _critic_path(self, policy_path: Any) -> str:
+    def _critic_path(self, policy_path: str | Path) -> str:
         """The critic's checkpoint beside a policy checkpoint: ``ckpt/...`` -> ``critic/...``."""
-        from pathlib import Path
-
         path = Path(policy_path)
         try:
             return str(self.dir / "critic" / path.relative_to(self.dir / "ckpt"))
@@ -148,7 +173,7 @@ class RLStage:
         return [self.ctx.records(name)[i] for name, i in
                 (next(self.sampler) for _ in range(count))]
 
-    def start_generation(self, records: list[dict], seed: int) -> tuple[list, list[dict], int]:
+    def start_generation(self, records: list[dict], seed: int) -> Pending:
         """Launch sampling of ``n`` responses per prompt: pending shards, records, and the
         policy version generating them."""
         pending = self.rollout.generate_async(
@@ -172,10 +197,10 @@ class RLStage:
             scores = [s for refs in score_refs for s in self.reward.wait(refs)]
         return Batch(completions, scores, records, version)
 
-    def collect(self, step: int, timer: PhaseTimer, pending: Any = None) -> Batch:
+    def collect(self, step: int, timer: PhaseTimer, pending: Pending | None = None) -> Batch:
         """Generate + score one batch; with dynamic sampling drop uninformative groups and
         refill up to ``max_refill_rounds`` times."""
-        seed = self.recipe.seed * 100_003 + step * 1_009
+        seed = step_seed(self.recipe.seed, step)
         pending = pending or self.start_generation(self.draw_prompts(self.rc.prompts_per_step),
                                                    seed)
         batch = self.finish_generation(*pending, timer)
@@ -193,7 +218,7 @@ class RLStage:
                                                       torch.tensor(more.group_ids))))
         return batch
 
-    def prepare(self, batch: Batch, timer: PhaseTimer) -> Any:
+    def prepare(self, batch: Batch, timer: PhaseTimer) -> Experience:
         """Experience with old/ref log-probs, values, and advantages."""
         algo = self.algo
         exp = build_experience(batch.completions, batch.rewards().tolist(),
@@ -217,7 +242,7 @@ class RLStage:
                                   lam=algo.lam, norm_std=algo.norm_std, kl_coef=kl_reward,
                                   kl_estimator=algo.kl_estimator, extra_rewards=shaping)
 
-    def update(self, exp: Any, timer: PhaseTimer) -> dict[str, float]:
+    def update(self, exp: Experience, timer: PhaseTimer) -> dict[str, float]:
         """PPO epochs x minibatches of policy (and critic) steps; mean metrics."""
         algo, rows = self.algo, exp.tokens.input_ids.shape[0]
         kl_loss = algo.kl_coef if algo.kl_mode == "loss" else 0.0
@@ -283,13 +308,13 @@ class RLStage:
         return {"checkpoint": final}
 
 
-def _accuracy(scores: list) -> float:
+def _accuracy(scores: list[Score]) -> float:
     """Share of scores that are correct (``Score.correct``: ``info["correct"]``, else a
     reward >= 1)."""
     return sum(s.correct for s in scores) / max(len(scores), 1)
 
 
-def batch_metrics(batch: Batch, exp: Any) -> dict[str, float]:
+def batch_metrics(batch: Batch, exp: Experience) -> dict[str, float]:
     """Reward, accuracy, length and truncation statistics of a batch.
 
     ``accuracy`` is over the samples trained on; ``accuracy/drawn`` over every sample drawn
@@ -313,9 +338,20 @@ def batch_metrics(batch: Batch, exp: Any) -> dict[str, float]:
     }
 
 
-def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of RL step ``step`` (1-based) of a recipe with ``seed``."""
+    return seed * 100_003 + step * 1_009
+
+
+def run_rl_stage(ctx: RunContext, stage: StageConfig, model_path: str) -> dict[str, Any]:
     """Run an RL stage for ``stage.steps`` steps (resuming if a checkpoint exists)."""
-    run = RLStage(ctx, stage, model_path)
+    return train_rl(RLStage.build(ctx, stage, model_path))
+
+
+def train_rl(run: RLStage) -> dict[str, Any]:
+    """The step loop of an RL stage over ``run`` (its groups and pools already started):
+    collect, prepare, update, sync, log, checkpoint; then ``run.close()``."""
+    ctx, stage = run.ctx, run.stage
     every = ctx.recipe.checkpoint.every_n_steps
     prefetch = None
     while run.step < stage.steps:
@@ -326,7 +362,7 @@ def run_rl_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
             # generation of step t+1 runs on the current (soon stale) weights while we train
             run.sampler_before_prefetch = run.sampler.state_dict()
             prefetch = run.start_generation(run.draw_prompts(run.rc.prompts_per_step),
-                                            ctx.recipe.seed * 100_003 + (run.step + 2) * 1_009)
+                                            step_seed(ctx.recipe.seed, run.step + 2))
         run.step += 1
         if not batch.completions:
             run.logger.note(f"[{stage.name}] step {run.step}: no informative group; skipped")
