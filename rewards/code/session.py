@@ -11,7 +11,7 @@ Memory is the sandbox's total (``memory_mb``); CPU seconds are counted for the w
 What the host checks, from outside the sandbox, after every call: the reply carries the call's
 random token and nothing else was written on the reply pipe (no stale or forged replies), and
 the sandbox's pid namespace holds exactly bwrap's init and one single-threaded agent process
-(its own ``/proc``, read from the host as ``/proc/<agent>/root/proc``, one directory listing):
+(its own ``/proc``, read from the host through the agent's ``root`` link, one listing):
 a thread, child, daemon or zombie that outlives the call gets the session killed.
 Any such failure, a timeout, a crash or too much output ends the session's process; the next
 call starts a fresh one (state lost), and the result says so (``restarted``).
@@ -276,7 +276,8 @@ class PythonSession:
         """What runs in the sandbox beside its supervisors and one single-threaded agent."""
         assert self._proc is not None
         try:  # the sandbox's own /proc lists its pid namespace: one listdir, not a host scan
-            inside = sum(n.isdigit() for n in os.listdir(f"/proc/{self._agent}/root/proc"))
+            names = os.listdir(os.path.join(f"/proc/{self._agent}", "root", "proc"))
+            inside = sum(name.isdigit() for name in names)
             threads = len(os.listdir(f"/proc/{self._agent}/task"))
         except OSError:
             return "no agent process"
