@@ -27,10 +27,11 @@ class EnvConfig(BaseModel):
                                        "or one from the rlsys.envs entry-point group).")
     kwargs: dict[str, Any] = Field(default_factory=dict,
                                    description="Keyword arguments of the environment.")
-    max_turns: int = Field(4, ge=1, le=64, description="Assistant turns per trajectory at most.")
-    max_tokens_per_turn: int = Field(512, ge=1, description="Tokens one assistant turn may "
+    max_turns: int = Field(
+        default=4, ge=1, le=64, description="Assistant turns per trajectory at most.")
+    max_tokens_per_turn: int = Field(default=512, ge=1, description="Tokens one assistant turn may "
                                                             "generate.")
-    max_total_tokens: int = Field(2048, ge=1, description="Tokens of a whole trajectory "
+    max_total_tokens: int = Field(default=2048, ge=1, description="Tokens of a whole trajectory "
                                                           "(prompt, turns and observations).")
 
     @field_validator("type")

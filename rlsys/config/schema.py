@@ -40,11 +40,13 @@ class Strict(BaseModel):
 class LoraConfig(Strict):
     """LoRA adapters (the ``peft`` library) instead of full fine-tuning; see README "LoRA"."""
 
-    enabled: bool = Field(True, description="False trains the whole model (a stage override "
-                                            "that turns the recipe's LoRA off).")
-    r: int = Field(16, ge=1, description="Adapter rank.")
-    alpha: float = Field(32.0, gt=0, description="Scale numerator: updates are alpha/r * B@A.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    enabled: bool = Field(
+        default=True, description="False trains the whole model (a stage override "
+        "that turns the recipe's LoRA off).")
+    r: int = Field(default=16, ge=1, description="Adapter rank.")
+    alpha: float = Field(
+        default=32.0, gt=0, description="Scale numerator: updates are alpha/r * B@A.")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1, description="Module names (suffixes) that get adapters; 'all-linear' "
@@ -55,37 +57,42 @@ class LoraConfig(Strict):
 
 class ModelConfig(Strict):
     path: str = Field(
-        "tiny-llama",
+        default="tiny-llama",
         description="HF directory or a short name (smollm2-135m-instruct, tiny-llama[:seed]).",
     )
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Model dtype.")
-    system_prompt: str | None = Field(None, description="System message prepended to prompts.")
-    lora: LoraConfig | None = Field(None, description="LoRA for every trained stage (None: "
+    dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Model dtype.")
+    system_prompt: str | None = Field(
+        default=None, description="System message prepended to prompts.")
+    lora: LoraConfig | None = Field(default=None, description="LoRA for every trained stage (None: "
                                                       "full fine-tuning); stages may override.")
 
 
 class SourceConfig(Strict):
     name: str = Field(..., description="Unique name of this data source.")
-    path: str | None = Field(None, description="JSONL/JSON/Parquet file or saved HF dataset dir.")
+    path: str | None = Field(
+        default=None, description="JSONL/JSON/Parquet file or saved HF dataset dir.")
     generator: str | None = Field(
-        None, description="Built-in generator instead of a file (e.g. 'arithmetic')."
+        default=None, description="Built-in generator instead of a file (e.g. 'arithmetic')."
     )
     generator_kwargs: dict[str, Any] = Field(default_factory=dict,
                                              description="Arguments for the generator.")
     format: Literal[SOURCE_FORMATS] | None = Field(  # type: ignore[valid-type]
-        None, description="File format; inferred from the name when omitted (a directory is "
+        default=None,
+        description="File format; inferred from the name when omitted (a directory is "
                           "hf_disk, a saved HF dataset). hf_json / hf_parquet read the file "
                           "through datasets.load_dataset.")
     kind: Literal["text", "sft", "pair", "prompt"] = Field(
-        "sft", description="text: CPT; sft: prompt/response or messages; pair: chosen/rejected; "
+        default="sft",
+        description="text: CPT; sft: prompt/response or messages; pair: chosen/rejected; "
                            "prompt: RL/eval prompts with an answer.")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="Canonical name -> column name mapping; every "
                                                "mapped column is required in every row.")
-    weight: float = Field(1.0, gt=0, description="Mixture weight (relative).")
-    split: Literal["train", "eval"] = Field("train", description="train or held-out eval.")
-    on_error: Literal["raise", "skip"] = Field("raise", description="Malformed rows: fail or skip "
-                                                                    "and count.")
+    weight: float = Field(default=1.0, gt=0, description="Mixture weight (relative).")
+    split: Literal["train", "eval"] = Field(default="train", description="train or held-out eval.")
+    on_error: Literal["raise", "skip"] = Field(
+        default="raise", description="Malformed rows: fail or skip "
+        "and count.")
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceConfig:
@@ -100,11 +107,13 @@ class SourceConfig(Strict):
 
 class DataConfig(Strict):
     sources: list[SourceConfig] = Field(default_factory=list, description="All data sources.")
-    max_len: int = Field(512, gt=8, description="Max tokens per encoded example (truncates).")
+    max_len: int = Field(
+        default=512, gt=8, description="Max tokens per encoded example (truncates).")
     mask_mode: Literal["none", "prompt", "template", "assistant"] = Field(
-        "prompt", description="SFT label masking mode (see the seed tutorial).")
-    packing: bool = Field(True, description="Pack examples into rows of max_tokens_per_row.")
-    max_tokens_per_row: int = Field(1024, gt=8, description="Row length when packing.")
+        default="prompt", description="SFT label masking mode (see the seed tutorial).")
+    packing: bool = Field(
+        default=True, description="Pack examples into rows of max_tokens_per_row.")
+    max_tokens_per_row: int = Field(default=1024, gt=8, description="Row length when packing.")
 
     @model_validator(mode="after")
     def _unique(self) -> DataConfig:
@@ -118,26 +127,29 @@ class DataConfig(Strict):
 
 
 class RolloutConfig(Strict):
-    engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine.")
-    num_workers: int = Field(1, ge=1, description="Rollout worker actors.")
-    num_cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per rollout worker.")
-    num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout worker.")
-    n: int = Field(4, ge=1, description="Responses sampled per prompt (the group size).")
-    prompts_per_step: int = Field(8, ge=1, description="Prompts per RL step (the RL batch: "
+    engine: Literal["hf", "vllm"] = Field(default="hf", description="Rollout engine.")
+    num_workers: int = Field(default=1, ge=1, description="Rollout worker actors.")
+    num_cpus_per_worker: float = Field(
+        default=1.0, gt=0, description="Ray CPUs per rollout worker.")
+    num_gpus_per_worker: float = Field(
+        default=0.0, ge=0, description="Ray GPUs per rollout worker.")
+    n: int = Field(default=4, ge=1, description="Responses sampled per prompt (the group size).")
+    prompts_per_step: int = Field(default=8, ge=1, description="Prompts per RL step (the RL batch: "
                                   "n responses each); stages[].batch_size is for "
                                   f"{'/'.join(BATCH_KINDS)} stages.")
-    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
-    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
+    temperature: float = Field(default=0.8, ge=0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(default=64, ge=1, description="Max response tokens.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra engine args.")
 
 
 class RewardConfig(Strict):
-    type: str = Field("math", description="Reward registry name (math, code, format, model, "
-                                          "remote, weighted, or a plugin).")
+    type: str = Field(
+        default="math", description="Reward registry name (math, code, format, model, "
+        "remote, weighted, or a plugin).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Reward constructor args.")
-    url: str | None = Field(None, description="Service URL for type=remote.")
-    num_workers: int = Field(1, ge=1, description="Reward worker actors.")
+    url: str | None = Field(default=None, description="Service URL for type=remote.")
+    num_workers: int = Field(default=1, ge=1, description="Reward worker actors.")
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> RewardConfig:
@@ -151,9 +163,10 @@ class RewardConfig(Strict):
 
 class ScheduleConfig(Strict):
     name: Literal["constant", "cosine", "rewarm", "wsd"] = Field(
-        "cosine", description="LR schedule (learner.schedules.SCHEDULES).")
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Floor as a fraction of peak LR.")
+        default="cosine", description="LR schedule (learner.schedules.SCHEDULES).")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warmup steps.")
+    min_lr_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Floor as a fraction of peak LR.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Schedule-specific args: "
                                    "rewarm start_lr_ratio (default min_lr_ratio), wsd "
                                    "decay_steps (default 10% of the stage) and decay.")
@@ -172,18 +185,18 @@ class ScheduleConfig(Strict):
 
 
 class LearnerConfig(Strict):
-    num_ranks: int = Field(1, ge=1, description="Learner ranks (one Ray actor each).")
-    num_cpus_per_rank: float = Field(1.0, gt=0, description="Ray CPUs per rank.")
-    num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank.")
-    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
-    micro_batch_size: int = Field(8, ge=1, description="Rows per forward/backward.")
+    num_ranks: int = Field(default=1, ge=1, description="Learner ranks (one Ray actor each).")
+    num_cpus_per_rank: float = Field(default=1.0, gt=0, description="Ray CPUs per rank.")
+    num_gpus_per_rank: float = Field(default=0.0, ge=0, description="Ray GPUs per rank.")
+    zero_stage: int = Field(default=0, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    lr: float = Field(default=1e-5, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas.")
+    eps: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Max global gradient norm.")
+    micro_batch_size: int = Field(default=8, ge=1, description="Rows per forward/backward.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations.")
 
     @model_validator(mode="after")
     def _betas(self) -> LearnerConfig:
@@ -193,29 +206,36 @@ class LearnerConfig(Strict):
 
 
 class ClusterConfig(Strict):
-    address: str | None = Field(None, description="Ray address; RAY_ADDRESS env wins if set.")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all).")
-    timeout_s: float = Field(900.0, gt=0, description="Timeout of any one remote call.")
+    address: str | None = Field(
+        default=None, description="Ray address; RAY_ADDRESS env wins if set.")
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs for a local Ray (default: all).")
+    timeout_s: float = Field(default=900.0, gt=0, description="Timeout of any one remote call.")
 
 
 class CheckpointConfig(Strict):
-    every_n_steps: int = Field(0, ge=0, description="Save every N steps (0: end of stage only).")
-    keep_last: int = Field(2, ge=1, description="Checkpoints kept per stage.")
-    resume: bool = Field(True, description="Resume from the latest checkpoint in the run dir.")
+    every_n_steps: int = Field(
+        default=0, ge=0, description="Save every N steps (0: end of stage only).")
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept per stage.")
+    resume: bool = Field(
+        default=True, description="Resume from the latest checkpoint in the run dir.")
 
 
 class LoggingConfig(Strict):
-    run_dir: str = Field("runs/{name}", description="Output dir; {name} is the recipe name.")
+    run_dir: str = Field(
+        default="runs/{name}", description="Output dir; {name} is the recipe name.")
     trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
-        ["tensorboard"], description="Experiment trackers fed every step's metrics, the recipe "
+        default=["tensorboard"],
+        description="Experiment trackers fed every step's metrics, the recipe "
         "and the final model path: tensorboard, wandb, mlflow ([]: metrics.jsonl only).")
-    project: str | None = Field(None, description="W&B project / MLflow experiment (default: "
-                                                  "the recipe name).")
+    project: str | None = Field(
+        default=None, description="W&B project / MLflow experiment (default: "
+        "the recipe name).")
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a file "
+        default=None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a file "
         "store in RUN_DIR/mlruns, which needs MLFLOW_ALLOW_FILE_STORE=true).")
-    progress: bool = Field(True, description="Show a progress bar.")
-    plot: bool = Field(True, description="Write PNG curves at the end of each stage.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
+    plot: bool = Field(default=True, description="Write PNG curves at the end of each stage.")
 
     @model_validator(mode="before")
     @classmethod
@@ -245,31 +265,39 @@ class LoggingConfig(Strict):
 
 
 class AlgoConfig(Strict):
-    estimator: str | None = Field(None, description="Advantage estimator (default from kind).")
-    objective: str = Field("ppo_clip", description="Policy objective registry name.")
-    aggregation: str = Field("token_mean", description="Loss aggregation registry name.")
-    norm_std: bool = Field(True, description="GRPO: divide by group std (False = Dr.GRPO).")
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
-    clip_low: float = Field(0.2, gt=0, lt=1, description="PPO lower clip (ratio >= 1-clip_low).")
-    clip_high: float = Field(0.2, gt=0, description="PPO upper clip (DAPO: > clip_low).")
-    clip_c: float | None = Field(None, gt=1, description="Dual-clip constant (None: off).")
-    value_clip: float = Field(0.2, gt=0, description="PPO critic value clip.")
-    kl_coef: float = Field(0.0, ge=0, description="KL coefficient (0: no reference model).")
-    kl_mode: Literal["loss", "reward"] = Field("loss", description="KL as loss term or reward "
-                                                                   "penalty.")
-    kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3.")
-    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
-    ppo_epochs: int = Field(1, ge=1, description="Passes over each batch.")
-    num_minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
-    tis_cap: float | None = Field(None, gt=0, description="Truncated-IS cap for rollout/learner "
-                                                          "mismatch (None: off).")
-    dynamic_sampling: bool = Field(False, description="DAPO: drop all-equal-reward groups, refill.")
-    max_refill_rounds: int = Field(3, ge=0, description="Refill attempts for dynamic sampling.")
-    overlong_buffer: int = Field(0, ge=0, description="DAPO overlong buffer (0: off).")
-    overlong_penalty: float = Field(1.0, ge=0, description="Max penalty of overlong shaping.")
-    async_rollout: bool = Field(False, description="Overlap generation of step t+1 with training.")
-    max_staleness: int = Field(1, description="Policy versions an async batch lags; only 1 "
+    estimator: str | None = Field(
+        default=None, description="Advantage estimator (default from kind).")
+    objective: str = Field(default="ppo_clip", description="Policy objective registry name.")
+    aggregation: str = Field(default="token_mean", description="Loss aggregation registry name.")
+    norm_std: bool = Field(default=True, description="GRPO: divide by group std (False = Dr.GRPO).")
+    gamma: float = Field(default=1.0, ge=0, le=1, description="Discount.")
+    lam: float = Field(default=0.95, ge=0, le=1, description="GAE lambda.")
+    clip_low: float = Field(
+        default=0.2, gt=0, lt=1, description="PPO lower clip (ratio >= 1-clip_low).")
+    clip_high: float = Field(default=0.2, gt=0, description="PPO upper clip (DAPO: > clip_low).")
+    clip_c: float | None = Field(default=None, gt=1, description="Dual-clip constant (None: off).")
+    value_clip: float = Field(default=0.2, gt=0, description="PPO critic value clip.")
+    kl_coef: float = Field(default=0.0, ge=0, description="KL coefficient (0: no reference model).")
+    kl_mode: Literal["loss", "reward"] = Field(
+        default="loss", description="KL as loss term or reward "
+        "penalty.")
+    kl_estimator: str = Field(default="k3", description="KL estimator: k1, k2, k3.")
+    entropy_coef: float = Field(default=0.0, ge=0, description="Entropy bonus coefficient.")
+    ppo_epochs: int = Field(default=1, ge=1, description="Passes over each batch.")
+    num_minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
+    tis_cap: float | None = Field(
+        default=None, gt=0, description="Truncated-IS cap for rollout/learner "
+        "mismatch (None: off).")
+    dynamic_sampling: bool = Field(
+        default=False, description="DAPO: drop all-equal-reward groups, refill.")
+    max_refill_rounds: int = Field(
+        default=3, ge=0, description="Refill attempts for dynamic sampling.")
+    overlong_buffer: int = Field(default=0, ge=0, description="DAPO overlong buffer (0: off).")
+    overlong_penalty: float = Field(
+        default=1.0, ge=0, description="Max penalty of overlong shaping.")
+    async_rollout: bool = Field(
+        default=False, description="Overlap generation of step t+1 with training.")
+    max_staleness: int = Field(default=1, description="Policy versions an async batch lags; only 1 "
                                               "(bounded staleness > 1 is not implemented).")
 
     @model_validator(mode="after")
@@ -282,18 +310,19 @@ class AlgoConfig(Strict):
 
 
 class DPOConfig(Strict):
-    loss: str = Field("sigmoid", description="DPO loss: sigmoid, ipo, cdpo.")
-    beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO label noise epsilon.")
+    loss: str = Field(default="sigmoid", description="DPO loss: sigmoid, ipo, cdpo.")
+    beta: float = Field(default=0.1, gt=0, description="DPO temperature beta.")
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="cDPO label noise epsilon.")
 
 
 class EvalConfig(Strict):
     sources: list[str] = Field(default_factory=list, description="Eval sources (default: all "
                                                                  "split=eval sources).")
-    num_prompts: int | None = Field(None, ge=1, description="Limit prompts per source.")
-    k: int = Field(1, ge=1, description="Samples per prompt (pass@k, maj@k).")
-    temperature: float = Field(0.0, ge=0, description="0 = greedy (then k must be 1).")
-    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
+    num_prompts: int | None = Field(default=None, ge=1, description="Limit prompts per source.")
+    k: int = Field(default=1, ge=1, description="Samples per prompt (pass@k, maj@k).")
+    temperature: float = Field(default=0.0, ge=0, description="0 = greedy (then k must be 1).")
+    max_new_tokens: int = Field(default=64, ge=1, description="Max response tokens.")
 
     @model_validator(mode="after")
     def _greedy(self) -> EvalConfig:
@@ -305,25 +334,33 @@ class EvalConfig(Strict):
 class JudgeConfig(Strict):
     model: str = Field(..., description="Judge model: a short name (e.g. smollm2) or a local HF "
                                         "directory.")
-    engine: Literal["hf", "vllm"] = Field("hf", description="Rollout engine serving the judge.")
+    engine: Literal["hf", "vllm"] = Field(
+        default="hf", description="Rollout engine serving the judge.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra engine args.")
-    num_workers: int = Field(1, ge=1, description="Judge worker actors.")
-    num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs per judge worker.")
+    num_workers: int = Field(default=1, ge=1, description="Judge worker actors.")
+    num_cpus_per_worker: float = Field(default=1.0, ge=0, description="Ray CPUs per judge worker.")
     mode: Literal["pointwise", "pairwise"] = Field(
-        "pointwise", description="pointwise: score each candidate; pairwise: judge every pair "
+        default="pointwise",
+        description="pointwise: score each candidate; pairwise: judge every pair "
                                  "in both orders (position swap) and rank by mean preference.")
-    rubric: str | None = Field(None, description="Jinja template of the judge prompt (None: "
-                               "the built-in rubric of the mode; see rewards.judge.rubric).")
-    min_score: float = Field(1.0, description="pointwise: lowest score the rubric asks for.")
-    max_score: float = Field(10.0, description="pointwise: highest score the rubric asks for.")
-    max_new_tokens: int = Field(32, ge=1, description="Longest judge answer (greedy).")
-    batch_size: int = Field(16, ge=1, description="Judge prompts per call.")
-    timeout_s: float = Field(300.0, gt=0, description="Deadline of one judge call; past it the "
-                             "batch's items are counted reward errors.")
-    cache_size: int = Field(10_000, ge=0, description="Judge answers cached by prompt hash.")
-    system_prompt: str | None = Field(None, description="System message for the judge.")
-    chat_template: bool = Field(True, description="Send the rubric as a chat message (instruct "
-                                "judges); false: raw text, for few-shot completion rubrics.")
+    rubric: str | None = Field(
+        default=None, description="Jinja template of the judge prompt (None: "
+        "the built-in rubric of the mode; see rewards.judge.rubric).")
+    min_score: float = Field(
+        default=1.0, description="pointwise: lowest score the rubric asks for.")
+    max_score: float = Field(
+        default=10.0, description="pointwise: highest score the rubric asks for.")
+    max_new_tokens: int = Field(default=32, ge=1, description="Longest judge answer (greedy).")
+    batch_size: int = Field(default=16, ge=1, description="Judge prompts per call.")
+    timeout_s: float = Field(
+        default=300.0, gt=0, description="Deadline of one judge call; past it the "
+        "batch's items are counted reward errors.")
+    cache_size: int = Field(
+        default=10_000, ge=0, description="Judge answers cached by prompt hash.")
+    system_prompt: str | None = Field(default=None, description="System message for the judge.")
+    chat_template: bool = Field(
+        default=True, description="Send the rubric as a chat message (instruct "
+        "judges); false: raw text, for few-shot completion rubrics.")
 
     @model_validator(mode="after")
     def _scale(self) -> JudgeConfig:
@@ -334,26 +371,31 @@ class JudgeConfig(Strict):
 
 class GenerateConfig(Strict):
     output: str = Field(..., description="Dataset file written (relative to the run dir).")
-    k: int = Field(4, ge=1, description="Samples per prompt.")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
-    max_new_tokens: int = Field(64, ge=1, description="Max response tokens.")
-    num_prompts: int | None = Field(None, ge=1, description="Limit prompts.")
-    min_margin: float = Field(0.0, ge=0, description="preference_pairs: min reward margin.")
-    threshold: float = Field(1.0, description="rejection_sampling: min reward to keep.")
-    decontaminate: bool = Field(True, description="Drop prompts/outputs sharing a word n-gram "
-                                                  "with the eval prompts (rlsys.data.decontam).")
-    decontam_n: int = Field(8, ge=1, description="n of the decontamination word n-grams.")
-    fewshot: int = Field(3, ge=1, description="self_instruct: seed instructions shown per "
+    k: int = Field(default=4, ge=1, description="Samples per prompt.")
+    temperature: float = Field(default=0.8, gt=0, description="Sampling temperature.")
+    max_new_tokens: int = Field(default=64, ge=1, description="Max response tokens.")
+    num_prompts: int | None = Field(default=None, ge=1, description="Limit prompts.")
+    min_margin: float = Field(default=0.0, ge=0, description="preference_pairs: min reward margin.")
+    threshold: float = Field(default=1.0, description="rejection_sampling: min reward to keep.")
+    decontaminate: bool = Field(
+        default=True, description="Drop prompts/outputs sharing a word n-gram "
+        "with the eval prompts (rlsys.data.decontam).")
+    decontam_n: int = Field(default=8, ge=1, description="n of the decontamination word n-grams.")
+    fewshot: int = Field(default=3, ge=1, description="self_instruct: seed instructions shown per "
                                               "meta-prompt.")
-    min_words: int = Field(3, ge=1, description="self_instruct: min words of a new instruction.")
-    max_words: int = Field(150, ge=1, description="self_instruct: max words of a new "
+    min_words: int = Field(
+        default=3, ge=1, description="self_instruct: min words of a new instruction.")
+    max_words: int = Field(default=150, ge=1, description="self_instruct: max words of a new "
                                                   "instruction.")
-    max_similarity: float = Field(0.7, gt=0, le=1, description="self_instruct: max word-bigram "
-                                  "Jaccard similarity to a seed or an earlier instruction.")
-    max_template_share: float = Field(0.25, gt=0, le=1, description="self_instruct: max share of "
-                                      "kept instructions with the same first three words.")
-    judge: JudgeConfig | None = Field(None, description="preference_pairs: rank the candidates "
-                                      "with an LLM judge instead of the recipe's reward.")
+    max_similarity: float = Field(
+        default=0.7, gt=0, le=1, description="self_instruct: max word-bigram "
+        "Jaccard similarity to a seed or an earlier instruction.")
+    max_template_share: float = Field(
+        default=0.25, gt=0, le=1, description="self_instruct: max share of "
+        "kept instructions with the same first three words.")
+    judge: JudgeConfig | None = Field(
+        default=None, description="preference_pairs: rank the candidates "
+        "with an LLM judge instead of the recipe's reward.")
 
     @model_validator(mode="after")
     def _word_range(self) -> GenerateConfig:
@@ -363,19 +405,21 @@ class GenerateConfig(Strict):
 
 
 class RewardModelConfig(Strict):
-    margin: float = Field(0.0, ge=0, description="Bradley-Terry margin m: loss is "
+    margin: float = Field(default=0.0, ge=0, description="Bradley-Terry margin m: loss is "
                                                  "-log sigmoid(r_chosen - r_rejected - m).")
     eval_sources: list[str] = Field(default_factory=list, description="Held-out pair sources "
                                     "for pair accuracy (default: every split=eval pair source).")
-    max_eval_pairs: int | None = Field(None, ge=1, description="Limit held-out pairs per source.")
+    max_eval_pairs: int | None = Field(
+        default=None, ge=1, description="Limit held-out pairs per source.")
 
 
 class MergeModelConfig(Strict):
     path: str = Field(..., description="'input' (the previous stage's model), 'base' (model.path)"
                                        ", 'stage:NAME' (an earlier stage's final model), or an HF "
                                        "directory / short model name.")
-    weight: float = Field(1.0, description="Weight (linear, task_arithmetic, ties; unused by "
-                                           "slerp).")
+    weight: float = Field(
+        default=1.0, description="Weight (linear, task_arithmetic, ties; unused by "
+        "slerp).")
 
 
 class MergeConfig(Strict):
@@ -384,12 +428,15 @@ class MergeConfig(Strict):
     models: list[MergeModelConfig] = Field(..., min_length=1, description="Models to merge "
                                            "(same architecture); slerp: exactly 2, t=0 is the "
                                            "first.")
-    base: str | None = Field(None, description="Common ancestor for task_arithmetic / ties (same "
-                                               "forms as models[].path).")
-    t: float = Field(0.5, ge=0, le=1, description="slerp interpolation factor.")
-    density: float = Field(1.0, gt=0, le=1, description="ties: fraction of each task vector kept.")
-    scale: float = Field(1.0, description="task_arithmetic / ties: scale of the merged task "
-                                          "vector.")
+    base: str | None = Field(
+        default=None, description="Common ancestor for task_arithmetic / ties (same "
+        "forms as models[].path).")
+    t: float = Field(default=0.5, ge=0, le=1, description="slerp interpolation factor.")
+    density: float = Field(
+        default=1.0, gt=0, le=1, description="ties: fraction of each task vector kept.")
+    scale: float = Field(
+        default=1.0, description="task_arithmetic / ties: scale of the merged task "
+        "vector.")
 
     @model_validator(mode="after")
     def _method_args(self) -> MergeConfig:
@@ -403,11 +450,13 @@ class MergeConfig(Strict):
 
 
 class CurriculumPhase(Strict):
-    until_step: int | None = Field(None, ge=1, description="The phase ends after this optimizer "
-                                   "step of the stage (1-based, counted from the stage start).")
-    until_tokens: int | None = Field(None, ge=1, description="The phase ends after the first "
-                                     "step at which the stage has trained on this many tokens "
-                                     "(real tokens, padding excluded).")
+    until_step: int | None = Field(
+        default=None, ge=1, description="The phase ends after this optimizer "
+        "step of the stage (1-based, counted from the stage start).")
+    until_tokens: int | None = Field(
+        default=None, ge=1, description="The phase ends after the first "
+        "step at which the stage has trained on this many tokens "
+        "(real tokens, padding excluded).")
     weights: dict[str, float] = Field(..., min_length=1, description="Mixture weights by source "
                                       "name in this phase; sources of the stage left out get 0.")
 
@@ -442,25 +491,29 @@ def _check_curriculum(phases: list[CurriculumPhase], steps: int) -> None:
 class StageConfig(Strict):
     name: str = Field(..., description="Unique stage name (used in the run dir).")
     kind: Literal[STAGE_KINDS] = Field(..., description="What the stage does.")  # type: ignore[valid-type]
-    steps: int = Field(1, ge=1, description="Optimizer steps (RL: rollout-update iterations).")
-    batch_size: int = Field(8, ge=1, description=f"Examples per optimizer step "
+    steps: int = Field(
+        default=1, ge=1, description="Optimizer steps (RL: rollout-update iterations).")
+    batch_size: int = Field(default=8, ge=1, description=f"Examples per optimizer step "
                             f"({', '.join(BATCH_KINDS)} only). RL stages take "
                             f"rollout.prompts_per_step prompts (x rollout.n responses) per step.")
     sources: list[str] = Field(default_factory=list,
                                description="Training sources by name (default: all that fit).")
     curriculum: list[CurriculumPhase] | None = Field(
-        None, min_length=1, description="cpt/sft only: phases of mixture weights within the "
+        default=None,
+        min_length=1, description="cpt/sft only: phases of mixture weights within the "
         "stage (one LR schedule), each ending at a step or a token count; replaces the "
         "sources' own weights.")
-    lr: float | None = Field(None, gt=0, description="Override learner.lr for this stage.")
-    eval_before: bool = Field(False, description="Run the eval before the stage.")
-    eval_after: bool = Field(False, description="Run the eval after the stage.")
-    algo: AlgoConfig | None = Field(None, description="RL options (RL kinds only).")
-    dpo: DPOConfig | None = Field(None, description="DPO options (dpo only).")
-    generate: GenerateConfig | None = Field(None, description="Synthetic-data options.")
-    rm: RewardModelConfig | None = Field(None, description="Reward-model options (rm only).")
-    merge: MergeConfig | None = Field(None, description="Merge options (merge only, required).")
-    lora: LoraConfig | None = Field(None, description="Override model.lora for this stage "
+    lr: float | None = Field(default=None, gt=0, description="Override learner.lr for this stage.")
+    eval_before: bool = Field(default=False, description="Run the eval before the stage.")
+    eval_after: bool = Field(default=False, description="Run the eval after the stage.")
+    algo: AlgoConfig | None = Field(default=None, description="RL options (RL kinds only).")
+    dpo: DPOConfig | None = Field(default=None, description="DPO options (dpo only).")
+    generate: GenerateConfig | None = Field(default=None, description="Synthetic-data options.")
+    rm: RewardModelConfig | None = Field(
+        default=None, description="Reward-model options (rm only).")
+    merge: MergeConfig | None = Field(
+        default=None, description="Merge options (merge only, required).")
+    lora: LoraConfig | None = Field(default=None, description="Override model.lora for this stage "
                                                       "({enabled: false}: train the whole model).")
 
     @model_validator(mode="before")
@@ -530,7 +583,7 @@ def _check_rm_merge(i: int, stage: StageConfig, sources: set[str], earlier: list
 
 class Recipe(Strict):
     name: str = Field(..., description="Recipe name (run dir default uses it).")
-    seed: int = Field(0, description="Global seed.")
+    seed: int = Field(default=0, description="Global seed.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The policy model.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data sources and encoding.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout workers.")
@@ -541,7 +594,7 @@ class Recipe(Strict):
                                          description="Checkpointing.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
-    env: EnvConfig | None = Field(None, description="Environment for multi-turn (agentic) "
+    env: EnvConfig | None = Field(default=None, description="Environment for multi-turn (agentic) "
                                   "stages; not yet used by stages: multi-turn rollout is in "
                                   "progress, so a recipe that sets it is refused.")
     stages: list[StageConfig] = Field(..., min_length=1, description="Stages, run in order.")
