@@ -6,7 +6,9 @@
 * ``calculator``: one arithmetic expression (LaTeX or plain: ``4821*937``, ``2^{10}``,
   ``\\sqrt{2}``, ``7/3``) parsed by our own math parser and evaluated by sympy from its AST,
   never ``eval``; size limits are the verifier's (``rewards.math.values``). Exact integers and
-  fractions are printed exactly, everything else to 15 significant digits.
+  fractions below 10^60 are printed exactly, everything else to 15 significant digits. It runs
+  in this process with no time limit of its own: the verifier's size limits bound the work
+  (the slowest input found, ``\\sin(10^{399})``, takes ~2 s).
 
 ``ToolBox.run(text)`` turns the calls found in an assistant's text into observation messages
 ``{"role": "tool", "name": ..., "content": ...}``; an unknown tool, a malformed call, bad
@@ -22,6 +24,8 @@ from typing import Any, Protocol
 
 from rlsys.envs.base import Message
 from rlsys.envs.parse import ToolCall, parse_tool_calls
+
+_EXACT_LIMIT = 10 ** 60  # larger exact values are shown to 15 significant digits
 
 
 class ToolError(Exception):
@@ -72,12 +76,17 @@ class CalculatorTool:
         except (AnswerError, ValueError, TypeError, ZeroDivisionError, ArithmeticError,
                 RecursionError) as exc:
             raise ToolError(f"cannot evaluate: {exc}") from None
+        if getattr(expr, "has", None) and expr.has(sympy.zoo, sympy.oo, sympy.nan):
+            raise ToolError("the value is undefined or infinite")
         if getattr(expr, "free_symbols", None):
             names = ", ".join(sorted(str(s) for s in expr.free_symbols))
             raise ToolError(f"unknown names in the expression: {names}")
-        if isinstance(expr, sympy.Rational):
-            return str(expr) if expr.q == 1 else f"{expr} = {sympy.N(expr, 15)}"
-        return str(sympy.N(expr, 15))
+        try:
+            if isinstance(expr, sympy.Rational) and max(abs(expr.p), expr.q) < _EXACT_LIMIT:
+                return str(expr) if expr.q == 1 else f"{expr} = {sympy.N(expr, 15)}"
+            return str(sympy.N(expr, 15))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise ToolError(f"cannot evaluate: {exc}") from None
 
     def close(self) -> None:
         """Nothing to free."""
@@ -163,6 +172,8 @@ class ToolBox:
             content = tool(call.arguments)
         except ToolError as exc:
             content = f"error: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a tool's bug is the model's observation too
+            content = f"error: the {call.name} tool failed ({type(exc).__name__}: {exc})"
         return {"role": "tool", "name": call.name, "content": content}
 
     def describe(self) -> str:

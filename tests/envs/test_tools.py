@@ -17,6 +17,7 @@ from rlsys.envs.tools import CalculatorTool, ToolBox, ToolError, make_tools
     ("(1+2) \\times 3", "9"),
     ("\\sqrt{2}", "1.41421356237310"),
     ("-3.5*2", "-7"),
+    ("2^{100000}", "9.99002093014385e+30102"),  # too long to print exactly
 ])
 def test_calculator_values(expression, expected):
     assert CalculatorTool()({"expression": expression}) == expected
@@ -27,6 +28,8 @@ def test_calculator_values(expression, expected):
     ({"expression": "x + 1"}, "unknown names"),
     ({"expression": "__import__('os').system('true')"}, "cannot evaluate"),
     ({"expression": "2^(10^9)"}, "cannot evaluate"),
+    ({"expression": "\\tan(\\pi/2)"}, "undefined or infinite"),
+    ({"expression": "\\log(0)"}, "undefined or infinite"),
     ({"expression": 5}, 'argument "expression" must be a string'),
     ({}, 'argument "expression" must be a string'),
 ])
@@ -75,3 +78,17 @@ def test_python_tool_limits_are_error_observations_and_state_persists():
 def test_unknown_tool_names_are_refused_when_building():
     with pytest.raises(ValueError, match="unknown tool 'shell'"):
         make_tools(["shell"])
+
+
+def test_a_tool_that_raises_is_an_error_observation_not_a_crash():
+    class Broken:
+        name, description = "broken", "raises"
+
+        def __call__(self, arguments):
+            raise KeyError("boom")
+
+        def close(self):
+            pass
+
+    [message] = ToolBox({"broken": Broken()}).run([ToolCall("broken", {})])
+    assert message["content"] == "error: the broken tool failed (KeyError: 'boom')"
