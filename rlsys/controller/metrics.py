@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rlsys.config import StageConfig
+    from rlsys.controller.context import RunContext
     from rlsys.controller.trackers import TrackingSpec
 
 
@@ -98,7 +100,7 @@ class MetricsLogger:
         self._file.close()
 
 
-def stage_logger(ctx: Any, stage: Any, *, start_step: int = 0) -> MetricsLogger:
+def stage_logger(ctx: RunContext, stage: StageConfig, *, start_step: int = 0) -> MetricsLogger:
     """The ``MetricsLogger`` of ``stage`` as the recipe's ``logging`` section asks for."""
     from rlsys.controller.trackers import TrackingSpec
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rlsys.config import Recipe
+from rlsys.config import Recipe, StageConfig
 from rlsys.controller.context import RunContext, resolve_run_dir
 
 
@@ -66,7 +67,11 @@ class RunState:
         return next((e for e in self.data["evals"] if e["label"] == label), None)
 
 
-def _stage_runner(kind: str):
+#: a stage loop: (run context, stage, input model dir) -> {"checkpoint": output dir, ...}
+StageRunner = Callable[[RunContext, StageConfig, str], dict[str, Any]]
+
+
+def _stage_runner(kind: str) -> StageRunner:
     from rlsys.config import DATA_GEN_KINDS, RL_KINDS
 
     if kind in ("cpt", "sft"):
@@ -130,7 +135,8 @@ def run_header(recipe: Recipe, ctx: RunContext) -> str:
 SUMMARY_KEYS = ("loss", "reward/mean", "accuracy/drawn", "eval/accuracy")
 
 
-def stage_summary(run_dir: Path, stage: Any, seconds: float, checkpoint: str) -> str:
+def stage_summary(run_dir: Path, stage: StageConfig, seconds: float, checkpoint: str
+                  ) -> str:
     """``[NAME] done in 21s: step 3/3, loss 0.0123, reward/mean 0.25 -> CHECKPOINT``: the
     stage's last ``metrics.jsonl`` row, when it logged steps."""
     from rlsys.controller.metrics import read_metrics

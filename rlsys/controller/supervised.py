@@ -9,13 +9,17 @@ The data side (encoding, masking, packing, mixing) lives in ``rlsys.data``; the 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlsys.controller.learners import Learners, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 
+if TYPE_CHECKING:
+    from rlsys.config import StageConfig
+    from rlsys.controller.context import RunContext
 
-def encode_sources(ctx: Any, names: list[str], kind: str, tokenizer: Any) -> dict[str, list]:
+
+def encode_sources(ctx: RunContext, names: list[str], kind: str, tokenizer: Any) -> dict[str, list]:
     """Encode every record of each source for the stage ``kind`` (cpt/sft/dpo/rm) with
     ``rlsys.data.dataset.encode_records``; truncations are reported, errors name the source."""
     from rlsys.data.dataset import encode_records
@@ -38,17 +42,18 @@ def encode_sources(ctx: Any, names: list[str], kind: str, tokenizer: Any) -> dic
     return out
 
 
-def _sampler(ctx: Any, stage: Any, encoded: dict[str, list]):
+def _sampler(ctx: RunContext, stage: StageConfig, encoded: dict[str, list]):
     """The stage's sampler: the sources' weights, or the stage's curriculum phases (step
     bounds become draw counts; token bounds stay open until ``_StageRun`` ends them)."""
     from rlsys.data.mixture import Curriculum, MixtureSampler
 
     sizes = {n: len(v) for n, v in encoded.items()}
-    if not getattr(stage, "curriculum", None):
+    curriculum = getattr(stage, "curriculum", None)
+    if not curriculum:
         weights = {n: ctx.source(n).weight for n in encoded}
         return MixtureSampler(sizes, weights, seed=ctx.recipe.seed)
     phases, done = [], 0
-    for phase in stage.curriculum:
+    for phase in curriculum:
         weights = {n: float(phase.weights.get(n, 0.0)) for n in encoded}
         draws = None
         if phase.until_step is not None:
@@ -57,7 +62,7 @@ def _sampler(ctx: Any, stage: Any, encoded: dict[str, list]):
     return Curriculum(phases, sizes=sizes, seed=ctx.recipe.seed)
 
 
-def _sft_rows(docs: list, ctx: Any, pad_id: int):
+def _sft_rows(docs: list, ctx: RunContext, pad_id: int):
     from rlsys.data.dataset import collate_examples
 
     dc = ctx.recipe.data
@@ -68,7 +73,8 @@ def _sft_rows(docs: list, ctx: Any, pad_id: int):
 class _StageRun:
     """Shared setup of a supervised stage: learners, sampler, logger, resume."""
 
-    def __init__(self, ctx: Any, stage: Any, model_path: str, sources: list[str]) -> None:
+    def __init__(self, ctx: RunContext, stage: StageConfig, model_path: str,
+                 sources: list[str]) -> None:
         from rlsys.modeling import load_tokenizer
 
         self.ctx, self.stage = ctx, stage
@@ -147,7 +153,7 @@ class _StageRun:
         return {"checkpoint": final}
 
 
-def run_sft_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+def run_sft_stage(ctx: RunContext, stage: StageConfig, model_path: str) -> dict[str, Any]:
     """``cpt``/``sft``: ``stage.steps`` optimizer steps of masked NLL on packed rows."""
     kinds = ("text", "sft") if stage.kind == "cpt" else ("sft", "text")
     run = _StageRun(ctx, stage, model_path, ctx.stage_sources(stage.sources, kinds))
@@ -179,7 +185,7 @@ def _pair_rows(pairs: list, pad_id: int):
     return chosen, rejected
 
 
-def run_dpo_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
+def run_dpo_stage(ctx: RunContext, stage: StageConfig, model_path: str) -> dict[str, Any]:
     """``dpo``: reference log-probs from the stage's starting weights (computed per batch by a
     frozen reference group), then DPO/IPO/cDPO steps."""
     from rlsys.config.schema import DPOConfig
