@@ -53,7 +53,7 @@ def _run(code, env, name):
 def _main():
     call_fd, reply_fd = int(sys.argv[1]), int(sys.argv[2])
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=True)
+        stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     env = {"__name__": "__main__", "__builtins__": __builtins__}
     os.write(reply_fd, b'{"ready": true}\n')
     calls = 0

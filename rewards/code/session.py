@@ -175,7 +175,7 @@ class PythonSession:
         try:
             os.write(self._fds[0], len(body).to_bytes(8, "big") + body)
         except BrokenPipeError:
-            return self._fail("crashed", "", "the python process had exited", start)
+            return self._fail("crashed", b"", "the python process had exited", start)
         output = bytearray()
         reply = self._read_reply(start + self.timeout_s, output)
         return self._verdict(reply, token, output, start)

@@ -50,7 +50,7 @@ def _json_call(text: str, pos: int) -> tuple[ToolCall, int]:
     start = body + len(text[body:]) - len(text[body:].lstrip())
     try:
         obj, end = _DECODER.raw_decode(text, start)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         why = "unterminated <tool_call>" if close < 0 else f"not valid JSON ({exc.msg})"
         return ToolCall("", error=why, start=pos, end=resume), resume
     rest = text[end:].lstrip()
