@@ -15,9 +15,11 @@ the sandbox's pid namespace holds exactly bwrap's init and one single-threaded a
 a thread, child, daemon or zombie that outlives the call gets the session killed.
 Any such failure, a timeout, a crash or too much output ends the session's process; the next
 call starts a fresh one (state lost), and the result says so (``restarted``).
-Not defended: code that sends a forged reply (it can read its own call's token) and then keeps
-running in the agent's single thread; the next call then times out, and ``close`` ends it; the
-CPU it may use meanwhile is bounded by ``cpu_s``.
+Code that sends a forged reply (it can read its own call's token) and keeps running is caught
+too: after a reply the agent must be blocked in read(2) on its call pipe
+(``/proc/<pid>/syscall``) within the call's time limit (at least ``IDLE_GRACE_S``); on a machine
+other than x86_64/aarch64 this check is skipped (then ``close`` ends such code, and ``cpu_s``
+bounds it meanwhile).
 This module does not parse tool calls or decide rewards.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 import secrets
 import selectors
 import subprocess
@@ -39,6 +42,9 @@ HARD_OUTPUT_LIMIT = 1 << 20  # bytes one call may write before it is killed
 MAX_CODE_CHARS = 1 << 15  # one call's code; the call pipe buffer (64 KiB) then never blocks
 STARTUP_TIMEOUT_S = 60.0  # interpreter start on a loaded machine; not part of a call's limit
 _XCPU = 24  # SIGXCPU: the session's cpu_s is spent
+#: read(2)'s number per machine: ``/proc/<pid>/syscall`` shows the agent blocked on its call fd
+_READ_SYSCALL = {"x86_64": 0, "amd64": 0, "aarch64": 63, "arm64": 63}.get(platform.machine())
+IDLE_GRACE_S = 1.0  # at least this long for the agent to be back in read() after its reply
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class PythonSession:
         self._fds: tuple[int, int, int] | None = None  # call_w, reply_r, out_r
         self._pending = b""
         self._agent = 0
+        self._call_fd = -1  # the call pipe's fd number inside the sandbox
         self.closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -120,7 +127,7 @@ class PythonSession:
         finally:
             for fd in (call_r, reply_w, out_w):
                 os.close(fd)
-        self._fds, self._pending = (call_w, reply_r, out_r), b""
+        self._fds, self._pending, self._call_fd = (call_w, reply_r, out_r), b"", call_r
         os.set_blocking(reply_r, False)
         os.set_blocking(out_r, False)
         line = self._read_reply(time.monotonic() + STARTUP_TIMEOUT_S, bytearray())
@@ -192,6 +199,8 @@ class PythonSession:
         if not isinstance(reply, dict) or reply.get("token") != token or self._pending:
             return self._fail("process", output, "unexpected data on the reply pipe", start)
         self._drain(output)
+        if not self._idle(max(start + self.timeout_s, time.monotonic() + IDLE_GRACE_S)):
+            return self._fail("process", output, "code kept running after the reply", start)
         extra = self._leftovers()
         if extra:
             return self._fail("process", output, f"{extra} outlived the call (killed)", start)
@@ -284,6 +293,25 @@ class PythonSession:
         if inside > 2:  # bwrap's init (pid 1) and the agent
             return f"{inside - 2} process(es)"
         return f"{threads - 1} thread(s)" if threads > 1 else None
+
+    def _idle(self, deadline: float) -> bool:
+        """Whether the agent is blocked reading its next call (not running code) by
+        ``deadline``; True where ``/proc/<pid>/syscall`` cannot tell (unknown machine)."""
+        if _READ_SYSCALL is None:
+            return True
+        waiting = f"{_READ_SYSCALL} {hex(self._call_fd)} "
+        pause = 0.0002
+        while True:
+            try:
+                with open(f"/proc/{self._agent}/syscall") as fh:
+                    if fh.read().startswith(waiting):
+                        return True
+            except OSError:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
     def _find_agent(self) -> int:
         """Host pid of the agent: the one descendant of the outer bwrap that bwrap's init

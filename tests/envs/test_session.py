@@ -108,6 +108,12 @@ HOSTILE = {
     "forged_reply": "import os\nfor fd in range(3, 64):\n    try:\n"
                     "        os.write(fd, b'{\"token\": \"0\", \"error\": null}\\n')\n"
                     "    except OSError:\n        pass\n",
+    # the right token, read from the agent's frame, then code that keeps running
+    "forged_reply_then_busy": "import json, os, sys\nframe = sys._getframe()\n"
+                              "while 'call' not in frame.f_locals:\n    frame = frame.f_back\n"
+                              "token = frame.f_locals['call']['token']\n"
+                              "os.write(int(sys.argv[2]), json.dumps({'token': token, "
+                              "'error': None}).encode() + b'\\n')\nwhile True:\n    pass\n",
 }
 
 
