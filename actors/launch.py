@@ -10,15 +10,15 @@ rollout-0.log``: each actor is named ``POOL-INDEX`` through its runtime env, see
 once -- with the latest weights re-applied for rollout workers -- and its shard retried.
 
 Async overlap: ``RolloutPool.generate_async`` and ``RewardPool.score_async`` return
-``PendingShard`` objects (each holds an ``ObjectRef``); ``generate_and_score`` scores every
-generation shard as soon as it finishes while the other shards are still generating.
+``PendingShard`` objects (each holds an ``ObjectRef``); the RL controller waits for each
+generation shard and sends it for scoring while the later shards still generate.
 
 This module does not decide what to generate or how to use scores (that is the controller).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
 
 
 class _Pool:
-    """Actors of one plain class: spawn, ping, restart, and deadline-bounded gets with retry."""
+    """Actors of one plain class: spawn, restart, and deadline-bounded gets with retry."""
 
     name = "pool"
 
@@ -92,9 +92,6 @@ class _Pool:
         except WorkerError:
             self.close()  # no half-started pool is left holding CPUs
             raise
-
-    def __len__(self) -> int:
-        return len(self.handles)
 
     def _spawn(self, index: int) -> Any:
         """A new actor for slot ``index``, named ``POOL-INDEX`` for its log file (quiet runs)."""
@@ -132,12 +129,6 @@ class _Pool:
     def _after_restart(self, index: int) -> None:
         """Hook: bring a fresh worker up to date (rollout pools re-apply weights)."""
 
-    def call_with_retry(self, index: int, method: str, *args: Any, phase: str,
-                        **kwargs: Any) -> Any:
-        """``handles[index].method(*args, **kwargs)``; a dead worker is restarted once."""
-        ref = getattr(self.handles[index], method).remote(*args, **kwargs)
-        return self._resolve(PendingShard(index, 0, list(args), ref), method, phase, kwargs)
-
     def _resolve(self, shard: PendingShard, method: str, phase: str,
                  kwargs: dict[str, Any]) -> Any:
         """Wait for ``shard``; on a dead worker restart it and resubmit the same inputs once."""
@@ -150,11 +141,6 @@ class _Pool:
         handle = self.handles[shard.worker]
         shard.ref = getattr(handle, method).remote(*shard.inputs, **kwargs)
         return self._get(shard.worker, shard.ref, phase)
-
-    def ping_all(self) -> list[dict[str, Any]]:
-        """``ping()`` of every worker, in order."""
-        refs = [h.ping.remote() for h in self.handles]
-        return [self._get(i, ref, "ping") for i, ref in enumerate(refs)]
 
     def close(self) -> None:
         """Kill every worker of the pool."""
@@ -238,17 +224,6 @@ class RolloutPool(_Pool):
             self._resolve(shard, "update_weights", "sync", {})
         return version
 
-    def score_logprobs(self, prompt_ids: list[list[int]],
-                       response_ids: list[list[int]]) -> list[list[float]]:
-        """Teacher-forced log-probs, sharded over workers like ``generate``."""
-        pairs = list(zip(prompt_ids, response_ids, strict=True))
-        pending = []
-        for worker, (start, end) in enumerate(shard_bounds(len(pairs), len(self.handles))):
-            inputs = [prompt_ids[start:end], response_ids[start:end]]
-            ref = self.handles[worker].score_logprobs.remote(*inputs)
-            pending.append(PendingShard(worker, start, inputs, ref))
-        return [lp for s in pending for lp in self._resolve(s, "score_logprobs", "score", {})]
-
 
 class RewardPool(_Pool):
     """``num`` Ray ``RewardWorker`` actors scoring ``RewardItem`` shards in parallel."""
@@ -282,37 +257,6 @@ class RewardPool(_Pool):
     def score(self, items: Sequence[RewardItem]) -> list[Score]:
         """Score ``items`` across the pool; one ``Score`` per item, in order."""
         return self.wait(self.score_async(items))
-
-
-def generate_and_score(
-    rollout: RolloutPool,
-    reward: RewardPool,
-    prompts: Sequence[Any],
-    to_items: Callable[[list[Completion]], list[RewardItem]],
-    **sampling: Any,
-) -> tuple[list[Completion], list[Score]]:
-    """Generate on ``rollout`` and score on ``reward``, overlapping the two.
-
-    As soon as any generation shard finishes (``ray.wait``), its completions (with global
-    ``prompt_index``) go through ``to_items`` and are sent for scoring while the remaining
-    shards still generate. Returns completions and scores, both in prompt order.
-    """
-    gen = rollout.generate_async(prompts, **sampling)
-    by_ref = {shard.ref: shard for shard in gen}
-    done: dict[int, tuple[list[Completion], list[PendingShard]]] = {}
-    while by_ref:
-        ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=rollout.timeout_s)
-        if not ready:  # nothing finished in time: let wait_shard raise the timeout error
-            ready = [next(iter(by_ref))]
-        shard = by_ref.pop(ready[0])
-        completions = rollout.wait_shard(shard, **sampling)
-        done[shard.start] = (completions, reward.score_async(to_items(completions),
-                                                             spread=False))
-    completions, scores = [], []
-    for start in sorted(done):
-        completions += done[start][0]
-        scores += reward.wait(done[start][1])
-    return completions, scores
 
 
 def launch_rollout_workers(num: int, engine: str, model_path: str,

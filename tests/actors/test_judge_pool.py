@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import pytest
+import ray
 
 from actors.judge_pool import judge_reward, launch_judge_workers
 from rewards import RewardItem
@@ -36,7 +37,8 @@ def tiny_judge(ray_cluster, tiny_model):
 def test_greedy_answers_are_sharded_and_repeatable(tiny_judge):
     prompts = [f"Rate answer {i}. Score:" for i in range(5)]
     first = tiny_judge.complete(prompts)
-    assert len(first) == 5 and len({p["pid"] for p in tiny_judge.ping_all()}) == 2
+    pids = {p["pid"] for p in ray.get([h.ping.remote() for h in tiny_judge.handles])}
+    assert len(first) == 5 and len(pids) == 2 and pids == set(tiny_judge.pids)
     assert tiny_judge.complete(prompts) == first
 
 
