@@ -72,4 +72,5 @@ def _main():
         os.write(reply_fd, (json.dumps({"token": call["token"], "error": error}) + "\n").encode())
 
 
-_main()
+if __name__ == "__main__":  # run by ``python -c``; importing it starts nothing
+    _main()
