@@ -15,6 +15,10 @@ truncated-IS correction accounts for the lag). Every remote call has a timeout a
 worker and phase on failure (``actors.launch`` / ``learner.launch``); a dead rollout or reward
 worker is restarted and its shard retried there. Checkpoints every N steps; a re-run resumes
 model, optimizer, sampler position and step exactly.
+
+``RLStage`` is handed its learner groups and worker pools (``RLStage.build`` starts the real
+ones), so ``collect``/``prepare``/``update`` and the loop ``train_rl`` also run in-process
+against fakes. The math lives in ``rlsys.algo`` and ``experience``; this module only drives it.
 """
 
 from __future__ import annotations
