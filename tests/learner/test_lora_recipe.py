@@ -1,5 +1,6 @@
 """``configs/lora_tiny.yaml`` through the real CLI (Ray, DeepSpeed, HF rollout engine): a full
-CPT stage, then LoRA SFT, DPO and GRPO with KL, each a new adapter on the previous merged model.
+CPT stage, then LoRA SFT, DPO and GRPO with KL, each a new adapter on the previous merged model,
+then a full SFT stage on the merged LoRA result.
 No reference learner starts (the reference is the adapter-disabled policy), RL syncs move the
 adapter only, and every stage's outputs have the LoRA layout that ``rlsys export`` merges."""
 
@@ -24,7 +25,9 @@ def test_lora_recipe_runs_every_stage_kind_and_chains(tmp_path):
     proc = run_train("configs/lora_tiny.yaml", run_dir, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:]
     stages = run_dir / "stages"
-    assert not (stages / "cpt" / "final" / "adapter").exists()  # the full stage
+    for name in ("cpt", "sft_full"):  # the full stages (before and after the LoRA ones)
+        assert not (stages / name / "final" / "adapter").exists()
+    assert max_weight_change(stages / "grpo" / "final", stages / "sft_full" / "final") > 0
     for name in ("sft", "dpo", "grpo"):
         final = stages / name / "final"
         config = json.loads((final / "adapter" / "adapter_config.json").read_text())
