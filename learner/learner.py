@@ -56,7 +56,7 @@ from learner.prefix import plan_shared_prompts, shared_prompt_forward, unalign
 from learner.schedules import build_lr_lambda
 from rlsys.algo import sequence_logps, token_logprobs
 from rlsys.data.attention import packed_forward
-from rlsys.types import Experience, TokenBatch
+from rlsys.types import Experience, PolicyLossSpec, TokenBatch
 
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
@@ -258,36 +258,16 @@ class Learner:
         self,
         micro_batches: Sequence[Experience],
         *,
-        objective: str = "ppo_clip",
-        aggregation: str = "token_mean",
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        clip_c: float | None = None,
-        tis_cap: float | None = None,
-        kl_coef: float = 0.0,
-        kl_estimator: str = "k3",
-        entropy_coef: float = 0.0,
+        spec: PolicyLossSpec | None = None,
         num_tokens: int,
         num_seqs: int,
-        norm_len: int | None = None,
     ) -> dict[str, float]:
-        """One policy-gradient step (PPO/GRPO/RLOO/...): objective + ``kl_coef`` x KL-to-ref
-        (as a loss) - ``entropy_coef`` x entropy, all reduced with ``aggregation``. Missing
+        """One policy-gradient step (PPO/GRPO/RLOO/...) with the stage's loss ``spec`` (default
+        ``PolicyLossSpec()``: PPO-clip, token mean, no KL): objective + ``kl_coef`` x KL-to-ref
+        (as a loss) - ``entropy_coef`` x entropy, all reduced with its aggregation. Missing
         ``old_logprobs`` mean on-policy (the current log-probs, detached)."""
-        loss_fn = policy_loss_fn(
-            objective=objective,
-            aggregation=aggregation,
-            clip_low=clip_low,
-            clip_high=clip_high,
-            clip_c=clip_c,
-            tis_cap=tis_cap,
-            kl_coef=kl_coef,
-            kl_estimator=kl_estimator,
-            entropy_coef=entropy_coef,
-            num_tokens=num_tokens,
-            num_seqs=num_seqs,
-            norm_len=norm_len,
-        )
+        loss_fn = policy_loss_fn(spec or PolicyLossSpec(), num_tokens=num_tokens,
+                                 num_seqs=num_seqs)
         return self._optimizer_step(micro_batches, loss_fn, "train_policy")
 
     def train_value(

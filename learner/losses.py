@@ -30,7 +30,7 @@ from rlsys.algo import (
     token_logprobs,
     truncated_is_weights,
 )
-from rlsys.types import Experience, TokenBatch
+from rlsys.types import Experience, PolicyLossSpec, TokenBatch
 
 LossFn = Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -119,33 +119,19 @@ def dpo_loss_fn(*, loss: str, beta: float, label_smoothing: float, num_pairs: in
     return loss_fn
 
 
-def policy_loss_fn(
-    *,
-    objective: str,
-    aggregation: str,
-    clip_low: float,
-    clip_high: float,
-    clip_c: float | None,
-    tis_cap: float | None,
-    kl_coef: float,
-    kl_estimator: str,
-    entropy_coef: float,
-    num_tokens: int,
-    num_seqs: int,
-    norm_len: int | None,
-) -> LossFn:
-    """``objective`` + ``kl_coef`` KL(pi || ref) - ``entropy_coef`` H, each reduced with
-    ``aggregation``. Metrics: ``pg_loss``, ``kl`` and ``entropy`` (global token means),
-    ``kl_loss``, ``entropy_loss``, and the objective's diagnostics (e.g. ``clip_frac``)."""
-    policy_objective = POLICY_OBJECTIVES.get(objective)
-    aggregate = AGGREGATIONS.get(aggregation)
-    kl_fn = KL_ESTIMATORS.get(kl_estimator)
+def policy_loss_fn(spec: PolicyLossSpec, *, num_tokens: int, num_seqs: int) -> LossFn:
+    """``spec.objective`` + ``kl_coef`` KL(pi || ref) - ``entropy_coef`` H, each reduced with
+    ``spec.aggregation`` over the step's ``num_tokens`` / ``num_seqs``. Metrics: ``pg_loss``,
+    ``kl`` and ``entropy`` (global token means), ``kl_loss``, ``entropy_loss``, and the
+    objective's diagnostics (e.g. ``clip_frac``)."""
+    policy_objective = POLICY_OBJECTIVES.get(spec.objective)
+    aggregate = AGGREGATIONS.get(spec.aggregation)
+    kl_fn = KL_ESTIMATORS.get(spec.kl_estimator)
     _positive("num_tokens", num_tokens)
     _positive("num_seqs", num_seqs)
-    if kl_coef < 0 or entropy_coef < 0:
-        raise ValueError(f"kl_coef and entropy_coef must be >= 0, got {kl_coef}, {entropy_coef}")
-
-    clip = {"clip_low": clip_low, "clip_high": clip_high, "clip_c": clip_c}
+    kl_coef, entropy_coef, tis_cap, norm_len = (spec.kl_coef, spec.entropy_coef, spec.tis_cap,
+                                                spec.norm_len)
+    clip = {"clip_low": spec.clip_low, "clip_high": spec.clip_high, "clip_c": spec.clip_c}
 
     def loss_fn(experience: Experience, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
         tokens, mask = experience.tokens, experience.tokens.mask

@@ -88,3 +88,40 @@ class Experience:
     advantages: torch.Tensor | None = None  # (B, T)
     returns: torch.Tensor | None = None  # (B, T) value targets (PPO only)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyLossSpec:
+    """Everything that defines an RL stage's policy loss, fixed for the stage: built once by
+    the controller from ``stages[].algo`` and passed unchanged to the learner's ``train_policy``
+    and on to ``learner.losses.policy_loss_fn`` (per-step sizes such as ``num_tokens`` travel
+    beside it).
+
+    Attributes:
+        objective: name in ``rlsys.algo.POLICY_OBJECTIVES`` (``ppo_clip``, ``gspo``, ...).
+        aggregation: name in ``rlsys.algo.AGGREGATIONS`` (``token_mean``, ...).
+        clip_low, clip_high: ratio clip range ``[1 - clip_low, 1 + clip_high]``.
+        clip_c: dual-clip constant (None: off).
+        tis_cap: truncated importance-sampling cap for rollout/learner mismatch (None: off).
+        kl_coef: weight of KL(pi || ref) added to the loss (0: none; KL-in-reward is not here).
+        kl_estimator: ``k1``, ``k2`` or ``k3``.
+        entropy_coef: weight of the entropy bonus.
+        norm_len: the fixed length of ``seq_mean_token_sum_norm`` (the max response length).
+    """
+
+    objective: str = "ppo_clip"
+    aggregation: str = "token_mean"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    clip_c: float | None = None
+    tis_cap: float | None = None
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    norm_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise ValueError(f"kl_coef and entropy_coef must be >= 0, got {self.kl_coef}, "
+                             f"{self.entropy_coef}")
+

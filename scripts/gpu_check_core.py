@@ -117,6 +117,7 @@ def packed_equals_plain(learner, args) -> None:
 def grpo_step(engine, learner, step: int, args, probe) -> dict[str, float]:
     """Step 3: one generate -> reward -> advantages -> train -> sync round."""
     from rlsys.controller.experience import build_experience, compute_advantages
+    from rlsys.types import PolicyLossSpec
 
     t0 = time.perf_counter()
     prompts = random_prompts(args.grpo_prompts, 32, args.vocab, seed=100 + step)
@@ -128,8 +129,8 @@ def grpo_step(engine, learner, step: int, args, probe) -> dict[str, float]:
                            pad_id=engine.pad_id)
     exp = compute_advantages(exp, estimator="grpo", gamma=1.0, lam=1.0, norm_std=True)
     tokens = int(exp.tokens.mask.sum())
-    metrics = learner.train_policy([exp], aggregation="token_mean", clip_low=0.2,
-                                   clip_high=0.28, num_tokens=tokens, num_seqs=len(out))
+    spec = PolicyLossSpec(aggregation="token_mean", clip_low=0.2, clip_high=0.28)
+    metrics = learner.train_policy([exp], spec=spec, num_tokens=tokens, num_seqs=len(out))
     t2 = time.perf_counter()
     stale = sync_gap(engine, learner, probe)
     t2b = time.perf_counter()

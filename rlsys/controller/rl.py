@@ -40,10 +40,11 @@ from rlsys.controller.generation import RewardPoolLike, RolloutPoolLike, reward_
 from rlsys.controller.learners import LearnerGroupLike, Learners, split_rows, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
+from rlsys.types import PolicyLossSpec
 
 if TYPE_CHECKING:
     from rewards.base import Score
-    from rlsys.config import StageConfig
+    from rlsys.config import AlgoConfig, StageConfig
     from rlsys.controller.context import RunContext
     from rlsys.types import Completion, Experience
 
@@ -88,6 +89,16 @@ class Batch:
         self.drawn_scores = self.drawn_scores + other.drawn_scores
 
 
+
+def policy_loss_spec(algo: AlgoConfig, *, norm_len: int) -> PolicyLossSpec:
+    """The stage's policy-loss spec from its ``algo`` section, built once: the KL term enters
+    the loss only with ``kl_mode: loss`` (``reward`` puts it in the rewards instead)."""
+    return PolicyLossSpec(
+        objective=algo.objective, aggregation=algo.aggregation, clip_low=algo.clip_low,
+        clip_high=algo.clip_high, clip_c=algo.clip_c, tis_cap=algo.tis_cap,
+        kl_coef=algo.kl_coef if algo.kl_mode == "loss" else 0.0,
+        kl_estimator=algo.kl_estimator, entropy_coef=algo.entropy_coef, norm_len=norm_len)
+
 class RLStage:
     """State of one RL stage: learner groups, worker pools, prompt sampler, logger.
 
@@ -101,6 +112,7 @@ class RLStage:
 
         self.ctx, self.stage, self.algo = ctx, stage, stage.algo_or_default
         self.rc, self.recipe = ctx.recipe.rollout, ctx.recipe
+        self.loss_spec = policy_loss_spec(self.algo, norm_len=self.rc.max_new_tokens)
         self.pad_id = pad_id
         # LoRA: the reference is the policy with its adapters disabled (``reference`` None)
         self.policy, self.reference, self.critic = policy, reference, critic
@@ -249,7 +261,6 @@ class RLStage:
     def update(self, exp: Experience, timer: PhaseTimer) -> dict[str, float]:
         """PPO epochs x minibatches of policy (and critic) steps; mean metrics."""
         algo, rows = self.algo, exp.tokens.input_ids.shape[0]
-        kl_loss = algo.kl_coef if algo.kl_mode == "loss" else 0.0
         totals: dict[str, float] = {}
         count = 0
         with timer("train"):
@@ -259,13 +270,9 @@ class RLStage:
                 for mb in split_rows(rows, -(-rows // algo.num_minibatches), 1)[0]:
                     part = select(exp, order[mb.start:mb.stop])
                     metrics = self.policy.train(
-                        "train_policy", part, objective=algo.objective,
-                        aggregation=algo.aggregation, clip_low=algo.clip_low,
-                        clip_high=algo.clip_high, clip_c=algo.clip_c, tis_cap=algo.tis_cap,
-                        kl_coef=kl_loss, kl_estimator=algo.kl_estimator,
-                        entropy_coef=algo.entropy_coef, num_tokens=int(part.tokens.mask.sum()),
-                        num_seqs=part.tokens.input_ids.shape[0],
-                        norm_len=self.rc.max_new_tokens)
+                        "train_policy", part, spec=self.loss_spec,
+                        num_tokens=int(part.tokens.mask.sum()),
+                        num_seqs=part.tokens.input_ids.shape[0])
                     if self.critic is not None:
                         vm = self.critic.train("train_value", part, clip=algo.value_clip,
                                                num_tokens=int(part.tokens.mask.sum()))

@@ -214,9 +214,9 @@ def test_update_runs_epochs_times_minibatches_over_every_row(tmp_path):
                 for r in part.tokens.input_ids]
         assert sorted(seen) == sorted(rows)  # each epoch: every row once, in 2 minibatches
     for _, part, kwargs in trains:
-        assert kwargs["num_seqs"] == 4 and kwargs["kl_coef"] == 0.2
+        assert kwargs["num_seqs"] == 4 and kwargs["spec"].kl_coef == 0.2
         assert kwargs["num_tokens"] == int(part.tokens.mask.sum())
-        assert kwargs["norm_len"] == MAX_NEW
+        assert kwargs["spec"] == run.loss_spec and run.loss_spec.norm_len == MAX_NEW
     # losses 1, 2, 3, 4 -> mean 2.5 (the critic's too, under its prefix)
     assert metrics == {"loss": 2.5, "critic/loss": 2.5}
 

@@ -9,6 +9,7 @@ import torch
 
 from learner.launch import InProcessLearnerGroup, LearnerCallError, shard
 from learner.learner import Learner
+from rlsys.types import PolicyLossSpec
 from tests.learner.batches import experience, token_batch
 
 PROMPT = [101, 102, 103, 104]
@@ -48,9 +49,7 @@ def test_policy_step_follows_the_advantage_sign(tiny_model_dir):
     before = batch.old_logprobs.sum(-1)
     metrics = learner.train_policy(
         [batch],
-        aggregation="seq_mean_token_mean",
-        kl_coef=0.1,
-        entropy_coef=0.01,
+        spec=PolicyLossSpec(aggregation="seq_mean_token_mean", kl_coef=0.1, entropy_coef=0.01),
         num_tokens=int(tokens.mask.sum()),
         num_seqs=2,
     )
@@ -69,7 +68,8 @@ def test_policy_requires_ref_logprobs_for_kl(tiny_model_dir):
     tokens = token_batch([PROMPT + RESPONSE_A], prompt_lens=[4])
     with pytest.raises(LearnerCallError, match="rank 0 failed in train_policy.*ref_logprobs"):
         group.train(
-            "train_policy", [experience(tokens, [1.0])], kl_coef=0.1, num_tokens=5, num_seqs=1
+            "train_policy", [experience(tokens, [1.0])], spec=PolicyLossSpec(kl_coef=0.1),
+            num_tokens=5, num_seqs=1
         )
     with pytest.raises(LearnerCallError, match="value_head=True"):
         group.train("train_value", [experience(tokens, [1.0])], num_tokens=5)

@@ -14,6 +14,7 @@ from learner.prefix import plan_shared_prompts, shared_prompt_forward
 from rlsys.algo import AGGREGATIONS, token_logprobs
 from rlsys.data.attention import packed_forward
 from rlsys.modeling import load_causal_lm
+from rlsys.types import PolicyLossSpec
 from tests.learner.batches import experience, token_batch, with_noisy_logprobs
 
 
@@ -53,9 +54,10 @@ def test_shared_prompt_loss_and_gradient_equal_the_plain_forward(tiny_model_dir,
     model = load_causal_lm(tiny_model_dir, dtype="float32")
     exp = _grouped_batch()
     loss_fn = policy_loss_fn(
-        objective="ppo_clip", aggregation=aggregation, clip_low=0.2, clip_high=0.28,
-        clip_c=3.0, tis_cap=2.0, kl_coef=0.05, kl_estimator="k3", entropy_coef=0.01,
-        num_tokens=int(exp.tokens.mask.sum()), num_seqs=7, norm_len=8,
+        PolicyLossSpec(objective="ppo_clip", aggregation=aggregation, clip_low=0.2,
+                       clip_high=0.28, clip_c=3.0, tis_cap=2.0, kl_coef=0.05,
+                       kl_estimator="k3", entropy_coef=0.01, norm_len=8),
+        num_tokens=int(exp.tokens.mask.sum()), num_seqs=7,
     )  # fmt: skip
     plain = _step(model, exp, loss_fn, shared=False)
     shared = _step(model, exp, loss_fn, shared=True)

@@ -13,6 +13,7 @@ from learner.losses import policy_loss_fn, sft_loss_fn, trim_to_targets
 from rlsys.algo import AGGREGATIONS, token_logprobs
 from rlsys.data.attention import packed_forward
 from rlsys.modeling import load_causal_lm
+from rlsys.types import PolicyLossSpec
 from tests.learner.batches import experience, random_rows, token_batch, with_noisy_logprobs
 
 
@@ -75,10 +76,10 @@ def test_trimmed_policy_loss_and_gradient_equal_the_full_ones(tiny_model_dir, ag
     exp = _rl_batch()
     mask = exp.tokens.mask
     loss_fn = policy_loss_fn(
-        objective="ppo_clip", aggregation=aggregation, clip_low=0.2, clip_high=0.28,
-        clip_c=3.0, tis_cap=2.0, kl_coef=0.05, kl_estimator="k3", entropy_coef=0.01,
+        PolicyLossSpec(objective="ppo_clip", aggregation=aggregation, clip_low=0.2,
+                       clip_high=0.28, clip_c=3.0, tis_cap=2.0, kl_coef=0.05,
+                       kl_estimator="k3", entropy_coef=0.01, norm_len=8),
         num_tokens=int(mask.sum()), num_seqs=4,
-        norm_len=8,
     )  # fmt: skip
     full = _loss_and_grads(model, exp, loss_fn, trim=False)
     trimmed = _loss_and_grads(model, exp, loss_fn, trim=True)
