@@ -25,26 +25,13 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from actors.errors import WorkerError
 from actors.reward_worker import RewardWorker
 from actors.rollout import RolloutWorker
 from actors.weight_sync import PackedState, pack_state_dict
 from rewards import RewardItem, Score
 from rlsys import worker_logs
 from rlsys.types import Completion
-
-
-class WorkerError(RuntimeError):
-    """A remote call on one pool worker failed or timed out."""
-
-    def __init__(self, pool: str, index: int, pid: int | None, phase: str, cause: BaseException,
-                 log: str | None = None):
-        self.pool, self.index, self.pid, self.phase, self.cause = pool, index, pid, phase, cause
-        self.log = log
-        text = str(cause)
-        if log and "\n" in text:  # Ray's multi-line report: its last line is the worker's error,
-            text = [line for line in text.splitlines() if line.strip()][-1]  # the rest is in log
-        super().__init__(f"{pool} worker {index} (pid {pid or '?'}) failed during {phase!r}: "
-                         f"{type(cause).__name__}: {text}" + (f"; its log: {log}" if log else ""))
 
 
 @dataclass

@@ -3,7 +3,9 @@
 User errors (``rlsys.errors.UserError``: a bad recipe, a missing or unreadable file, bad data,
 an unknown model or reward argument) print one line per problem naming the file and field (and
 the line, for data) and exit with status 2, without a traceback; any other exception is a bug
-and keeps its traceback. ``validate`` and ``train`` check the model, the data files and the
+and keeps its traceback, except a worker that failed or died (``WorkerError``,
+``LearnerLostError``): one line naming the worker, the phase and its log file, exit status 3.
+``validate`` and ``train`` check the model, the data files and the
 reward arguments before anything starts (``rlsys.config.checks``). Heavy imports (Ray, torch,
 the service) happen inside the command that needs them, so ``rlsys --help`` and
 ``rlsys validate`` are quick.
@@ -16,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from actors.errors import WorkerError
 from learner.errors import LearnerLostError
 from rlsys.config import load_recipe
 from rlsys.errors import UserError
@@ -167,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"rlsys {args.command}: error: {line}", file=sys.stderr)
         return 2
-    except LearnerLostError as exc:  # a rank's process died: one line naming its log, exit 3
-        print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)
-        return LearnerLostError.EXIT_STATUS
+    except (LearnerLostError, WorkerError) as exc:  # a worker failed or died: one line naming
+        print(f"rlsys {args.command}: error: {exc}", file=sys.stderr)  # its log, exit 3
+        return exc.EXIT_STATUS
     except KeyboardInterrupt:
         print(f"rlsys {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ This module decides neither what to generate nor what a score means.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -83,7 +84,9 @@ def generate_in_chunks(rollout: RolloutPoolLike, prompts: Sequence[Any], *, chun
     if progress is not None and len(prompts) > chunk:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(prompts), desc=progress, unit="prompt", dynamic_ncols=True)
+        # stdout: in a quiet run stderr goes to RUN_DIR/logs/driver.log
+        bar = tqdm(total=len(prompts), desc=progress, unit="prompt", dynamic_ncols=True,
+                   file=sys.stdout)
     completions: list[Completion] = []
     try:
         for start in range(0, len(prompts), chunk):

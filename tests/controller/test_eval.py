@@ -141,4 +141,4 @@ def test_chunked_eval_generation_keeps_prompt_order_and_indices(tiny_model_dir, 
     want = worker.generate(prompts, n=4, seed=0, **sampling)
     assert [c.prompt_index for c in got] == [i for i in range(11) for _ in range(4)]
     assert [c.response_ids for c in got] == [c.response_ids for c in want]
-    assert "11/11" in capsys.readouterr().err
+    assert "11/11" in capsys.readouterr().out

@@ -89,10 +89,11 @@ def test_verbose_shows_worker_output(tmp_path):
 def test_worker_error_names_worker_phase_and_log(tmp_path):
     run = tmp_path / "run"
     proc = run_train(RECIPE, run, "rollout.engine_kwargs.no_such_option=1", timeout=400)
-    assert proc.returncode != 0
+    assert proc.returncode == 3, proc.stdout[-4000:]  # WorkerError.EXIT_STATUS
+    assert "Traceback" not in proc.stdout, proc.stdout[-4000:]
     log = run / "logs" / "rollout-0.log"
     error = [line for line in proc.stdout.splitlines() if "failed during 'start'" in line]
-    assert error and error[-1].startswith("actors.launch.WorkerError: rollout worker 0 (pid "), \
+    assert error and error[-1].startswith("rlsys train: error: rollout worker 0 (pid "), \
         proc.stdout[-4000:]
     assert "no_such_option" in error[-1] and error[-1].endswith(f"; its log: {log}")
     assert "no_such_option" in log.read_text()  # the worker's traceback is in its file
