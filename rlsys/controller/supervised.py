@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlsys.controller.learners import Learners, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
+from rlsys.data.sources import DataError
 
 if TYPE_CHECKING:
     from rlsys.config import StageConfig
@@ -22,19 +23,27 @@ if TYPE_CHECKING:
 def encode_sources(ctx: RunContext, names: list[str], kind: str, tokenizer: Any) -> dict[str, list]:
     """Encode every record of each source for the stage ``kind`` (cpt/sft/dpo/rm) with
     ``rlsys.data.dataset.encode_records``; truncations are reported, errors name the source."""
-    from rlsys.data.dataset import encode_records
+    from rlsys.data.dataset import drop_identical_pairs, encode_records
 
     dc, system = ctx.recipe.data, ctx.recipe.model.system_prompt
     out: dict[str, list] = {}
     for name in names:
         src_kind = "pair" if kind in ("dpo", "rm") else ctx.source(name).kind
+        records = ctx.records(name)
+        if src_kind == "pair":
+            records, same = drop_identical_pairs(records)
+            if same:
+                print(f"[data] {name}: skipped {same} pair(s) whose chosen equals rejected",
+                      flush=True)
+            if not records:
+                raise DataError(f"data source {name!r}: every pair has chosen == rejected")
         try:
             encoded, stats = encode_records(
-                ctx.records(name), tokenizer, kind="text" if src_kind == "text" else src_kind,
+                records, tokenizer, kind="text" if src_kind == "text" else src_kind,
                 mask_mode="none" if kind == "cpt" else dc.mask_mode, max_len=dc.max_len,
                 system=system)
         except ValueError as err:
-            raise ValueError(f"data source {name!r}: {err}") from None
+            raise DataError(f"data source {name!r}: {err}") from None
         if stats.truncated:
             print(f"[data] {name}: {stats.truncated}/{len(encoded)} example(s) truncated to "
                   f"{dc.max_len} tokens", flush=True)

@@ -99,6 +99,13 @@ def with_system_prompt(record: dict[str, Any], system: str | None, *, kind: str)
                          {"role": "assistant", "content": record["response"]}]}
 
 
+def drop_identical_pairs(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Preference records whose ``chosen`` differs from ``rejected`` (a pair of equal answers
+    carries no preference and only adds noise), and how many were dropped."""
+    kept = [r for r in records if r.get("chosen") != r.get("rejected")]
+    return kept, len(records) - len(kept)
+
+
 def encode_records(
     records: list[dict[str, Any]], tokenizer: Any, *, kind: str, mask_mode: str, max_len: int,
     system: str | None = None,

@@ -1,5 +1,6 @@
-"""A stage's curriculum: recipe phases -> the sampler, step bounds exact, token bounds ended by
-the stage after the step that spends the budget, and the resumable position mid-phase."""
+"""Supervised stage data: a stage's curriculum (recipe phases -> the sampler, step bounds
+exact, token bounds ended by the stage after the step that spends the budget, the resumable
+position mid-phase) and DPO sources without identical pairs."""
 
 from __future__ import annotations
 
@@ -73,3 +74,24 @@ def test_token_phase_ends_after_the_step_that_spends_the_budget(capsys):
 def test_bad_curricula_are_named(curriculum, message):
     with pytest.raises(ValueError, match=message):
         _stage(curriculum)
+
+
+def test_dpo_sources_skip_and_count_identical_pairs(capsys, tiny_model_dir):
+    from rlsys.controller.supervised import encode_sources
+    from rlsys.data.sources import DataError
+    from rlsys.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    recipe = recipe_from_dict({"name": "d", "data": {"sources": [
+        {"name": "prefs", "generator": "arithmetic_pairs", "kind": "pair"}]},
+        "stages": [{"name": "dpo", "kind": "dpo"}]})
+    rows = [{"prompt": "1+1?", "chosen": "2", "rejected": "3"},
+            {"prompt": "2+2?", "chosen": "4", "rejected": "4"}]
+    ctx = SimpleNamespace(recipe=recipe, source=lambda n: recipe.data.sources[0],
+                          records=lambda n: rows)
+    out = encode_sources(ctx, ["prefs"], "dpo", tokenizer)
+    assert len(out["prefs"]) == 1
+    assert "prefs: skipped 1 pair(s) whose chosen equals rejected" in capsys.readouterr().out
+    rows[:] = rows[1:]
+    with pytest.raises(DataError, match="every pair has chosen == rejected"):
+        encode_sources(ctx, ["prefs"], "dpo", tokenizer)
