@@ -43,9 +43,9 @@ def test_no_seed_stays_unseeded_and_bad_chunk_is_rejected() -> None:
 
 def test_progress_bar_counts_prompts_only_with_several_chunks(capsys) -> None:
     generate_in_chunks(RecordingPool(), ["a", "b", "c"], chunk=2, n=1, seed=0, progress="ev")
-    assert "3/3" in capsys.readouterr().err
+    assert "3/3" in capsys.readouterr().out
     generate_in_chunks(RecordingPool(), ["a", "b"], chunk=2, n=1, seed=0, progress="ev")
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().out == ""
 
 
 def test_reward_items_follow_prompt_index() -> None:
