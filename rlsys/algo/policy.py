@@ -44,6 +44,38 @@ def _ratio_diag(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.
     }
 
 
+def _clipped_surrogate(
+    ratio: torch.Tensor,  # (B, T) carries the gradient
+    advantages: torch.Tensor,  # (B, T) detached
+    mask: torch.Tensor,  # (B, T) bool
+    *,
+    clip_low: float,
+    clip_high: float,
+    clip_c: float | None,
+    is_weights: torch.Tensor | None,  # (B, T)
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A)`` per token, the dual clip
+    ``min(loss, -clip_c A)`` on ``A < 0`` when ``clip_c`` is set, times ``is_weights``
+    (detached), zero off the mask; diag ``clip_frac`` and ``dual_clip_frac``. Shared by
+    ``ppo_clip`` (token ratios) and ``gspo`` (sequence ratios)."""
+    unclipped = -ratio * advantages
+    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = torch.maximum(unclipped, clipped)
+    clip_active = clipped > unclipped
+    dual_active = torch.zeros_like(clip_active)
+    if clip_c is not None:
+        dual_bound = -clip_c * advantages
+        dual_active = (advantages < 0) & (loss > dual_bound)
+        loss = torch.where(dual_active, dual_bound, loss)
+    if is_weights is not None:
+        loss = loss * is_weights.detach()
+    loss = torch.where(mask, loss, 0)
+    return loss, {
+        "clip_frac": _masked_mean(clip_active.to(ratio.dtype), mask).detach(),
+        "dual_clip_frac": _masked_mean(dual_active.to(ratio.dtype), mask).detach(),
+    }
+
+
 def _check_clip(clip_low: float, clip_high: float, clip_c: float | None) -> None:
     if not 0.0 <= clip_low < 1.0:
         raise ValueError(f"clip_low must be in [0, 1), got {clip_low}")
@@ -88,25 +120,9 @@ def ppo_clip(
     advantages = advantages.detach()
     # Zero the log-ratio off the mask first, so garbage there cannot produce inf/NaN gradients.
     log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0)
-    ratio = log_ratio.exp()
-    unclipped = -ratio * advantages
-    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
-    loss = torch.maximum(unclipped, clipped)
-    clip_active = clipped > unclipped
-    dual_active = torch.zeros_like(clip_active)
-    if clip_c is not None:
-        dual_bound = -clip_c * advantages
-        dual_active = (advantages < 0) & (loss > dual_bound)
-        loss = torch.where(dual_active, dual_bound, loss)
-    if is_weights is not None:
-        loss = loss * is_weights.detach()
-    loss = torch.where(mask, loss, 0)
-    diag = {
-        "clip_frac": _masked_mean(clip_active.to(ratio.dtype), mask).detach(),
-        "dual_clip_frac": _masked_mean(dual_active.to(ratio.dtype), mask).detach(),
-        **_ratio_diag(log_ratio, mask),
-    }
-    return loss, diag
+    loss, diag = _clipped_surrogate(log_ratio.exp(), advantages, mask, clip_low=clip_low,
+                                    clip_high=clip_high, clip_c=clip_c, is_weights=is_weights)
+    return loss, {**diag, **_ratio_diag(log_ratio, mask)}
 
 
 @POLICY_OBJECTIVES.decorator("vanilla_pg")
@@ -190,28 +206,12 @@ def gspo(
     lengths = mask.sum(-1, keepdim=True)  # (B, 1)
     seq_log_ratio = log_ratio.sum(-1, keepdim=True) / lengths.clamp(min=1)  # (B, 1)
     token_log_ratio = torch.where(mask, seq_log_ratio.detach() + logprobs - logprobs.detach(), 0)
-    ratio = token_log_ratio.exp()
-    unclipped = -ratio * advantages
-    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
-    loss = torch.maximum(unclipped, clipped)
-    clip_active = clipped > unclipped
-    dual_active = torch.zeros_like(clip_active)
-    if clip_c is not None:
-        dual_bound = -clip_c * advantages
-        dual_active = (advantages < 0) & (loss > dual_bound)
-        loss = torch.where(dual_active, dual_bound, loss)
-    if is_weights is not None:
-        loss = loss * is_weights.detach()
-    loss = torch.where(mask, loss, 0)
+    loss, diag = _clipped_surrogate(token_log_ratio.exp(), advantages, mask, clip_low=clip_low,
+                                    clip_high=clip_high, clip_c=clip_c, is_weights=is_weights)
     rows = lengths[:, 0] > 0
     seq_ratio = seq_log_ratio[:, 0].detach().exp()
-    diag = {
-        "clip_frac": _masked_mean(clip_active.to(ratio.dtype), mask).detach(),
-        "dual_clip_frac": _masked_mean(dual_active.to(ratio.dtype), mask).detach(),
-        "seq_ratio_mean": _masked_mean(seq_ratio, rows).detach(),
-        **_ratio_diag(log_ratio, mask),
-    }
-    return loss, diag
+    return loss, {**diag, "seq_ratio_mean": _masked_mean(seq_ratio, rows).detach(),
+                  **_ratio_diag(log_ratio, mask)}
 
 
 def truncated_is_weights(
