@@ -8,12 +8,11 @@ This package never imports torch, Ray, ``actors`` or ``learner`` at import time.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from rewards.base import FunctionReward, Reward, RewardItem, Score
-from rlsys.registry import Registry
+from rlsys.registry import Registry, lazy_factory
 
 __all__ = ["FunctionReward", "Reward", "RewardItem", "Score", "get_reward", "register_reward",
            "reward_names", "REWARDS"]
@@ -30,32 +29,12 @@ _BUILTINS = {
     "weighted": "rewards.compose:WeightedReward",
     "judge": "rewards.judge.reward:JudgeReward",
 }
-_entry_points_loaded = False
-
-
-def _lazy(path: str) -> Callable[..., Reward]:
-    def factory(**kwargs: Any) -> Reward:
-        module, attr = path.split(":")
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-
-    factory.__qualname__ = factory.__name__ = path
-    return factory
-
-
 for _name, _path in _BUILTINS.items():
-    REWARDS.register(_name, _lazy(_path))
+    REWARDS.register(_name, lazy_factory(_path))
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="rlsys.rewards"):
-        if ep.name not in REWARDS:
-            REWARDS.register(ep.name, _adapt(ep.load(), ep.name))
+    REWARDS.load_entry_points("rlsys.rewards", _adapt)
 
 
 def _adapt(obj: Any, name: str) -> Callable[..., Reward]:

@@ -1,15 +1,18 @@
 """A small generic name -> object registry.
 
 Used for advantage estimators, policy objectives, loss aggregations, KL estimators, rewards,
-rollout engines and LR schedules. Does not import anything heavy; does not discover plugins
-(callers such as ``rewards`` add entry-point discovery on top).
+environments, rollout engines and LR schedules. Does not import anything heavy. Plugin
+registries (rewards, environments) register their built-ins as ``lazy_factory("module:attr")``
+(nothing is imported until one is built) and discover third-party entries with
+``load_entry_points(group)`` on first lookup.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,6 +30,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._groups_loaded: set[str] = set()
 
     def register(self, name: str, obj: T) -> T:
         """Add ``obj`` under ``name``; raises ``ValueError`` when the name is taken."""
@@ -57,6 +61,20 @@ class Registry(Generic[T]):
         """Sorted list of registered names."""
         return sorted(self._items)
 
+    def load_entry_points(self, group: str,
+                          adapt: Callable[[Any, str], T] | None = None) -> None:
+        """Register every entry point of the ``group`` (e.g. ``rlsys.rewards``) whose name is
+        not taken yet, through ``adapt(obj, name)`` when given; once per group."""
+        if group in self._groups_loaded:
+            return
+        self._groups_loaded.add(group)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=group):
+            if ep.name not in self._items:
+                obj = ep.load()
+                self.register(ep.name, adapt(obj, ep.name) if adapt else obj)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
@@ -76,3 +94,17 @@ class Registry(Generic[T]):
                 del self._items[name]
             else:
                 self._items[name] = previous  # type: ignore[assignment]
+
+
+def lazy_factory(path: str) -> Callable[..., Any]:
+    """A factory ``(**kwargs)`` that imports ``module:attr`` only when called and calls it with
+    ``kwargs``; its ``__qualname__`` is ``path`` (``rlsys.config.checks`` reads it to check
+    arguments against the real signature without importing at registration)."""
+
+    def factory(**kwargs: Any) -> Any:
+        module, attr = path.split(":")
+        return getattr(importlib.import_module(module), attr)(**kwargs)
+
+    factory.__qualname__ = factory.__name__ = path
+    return factory
+

@@ -97,7 +97,7 @@ def _data_errors(recipe: Recipe) -> list[tuple[str, str]]:
 
 def _reward_target(name: str) -> Callable[..., Any]:
     """The class or function a reward name builds (built-ins are registered as lazy factories
-    whose ``__qualname__`` is ``module:attr``; see ``rewards._lazy``)."""
+    whose ``__qualname__`` is ``module:attr``; see ``rlsys.registry.lazy_factory``)."""
     from rewards import REWARDS, reward_names
 
     reward_names()  # loads the entry points

@@ -9,12 +9,11 @@ The contract is in ``rlsys.envs.base``; tool-call parsing in ``rlsys.envs.parse`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from rlsys.envs.base import Environment, Message, StepResult, step_many
-from rlsys.registry import Registry
+from rlsys.registry import Registry, lazy_factory
 
 __all__ = ["ENVS", "Environment", "Message", "StepResult", "env_names", "get_env",
            "register_env", "step_many"]
@@ -26,32 +25,12 @@ _BUILTINS = {
     "tool_math": "rlsys.envs.tool_math:ToolMathEnv",
     "code_repair": "rlsys.envs.code_repair:CodeRepairEnv",
 }
-_entry_points_loaded = False
-
-
-def _lazy(path: str) -> Callable[..., Environment]:
-    def factory(**kwargs: Any) -> Environment:
-        module, attr = path.split(":")
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-
-    factory.__qualname__ = factory.__name__ = path
-    return factory
-
-
 for _name, _path in _BUILTINS.items():
-    ENVS.register(_name, _lazy(_path))
+    ENVS.register(_name, lazy_factory(_path))
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="rlsys.envs"):
-        if ep.name not in ENVS:
-            ENVS.register(ep.name, ep.load())
+    ENVS.load_entry_points("rlsys.envs")
 
 
 def register_env(name: str, factory: Callable[..., Environment]) -> None:

@@ -7,7 +7,6 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-import rlsys.envs as envs
 from rlsys.config.env import EnvConfig
 from rlsys.config.load import RecipeError, recipe_from_dict
 from rlsys.envs import ENVS, Environment, StepResult, env_names, get_env, step_many
@@ -51,7 +50,7 @@ def test_entry_point_environments_are_found(monkeypatch):
     ep = EntryPoint("countdown_ep", f"{__name__}:CountdownEnv", "rlsys.envs")
     monkeypatch.setattr("importlib.metadata.entry_points",
                         lambda group: [ep] if group == "rlsys.envs" else [])
-    monkeypatch.setattr(envs, "_entry_points_loaded", False)
+    monkeypatch.setattr(ENVS, "_groups_loaded", set())
     try:
         assert "countdown_ep" in env_names()
         env = get_env("countdown_ep", turns=1)
