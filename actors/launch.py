@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.errors import WorkerError
 from actors.reward_worker import RewardWorker
@@ -99,7 +99,7 @@ class _Pool:
         except (RayActorError, GetTimeoutError) as exc:
             raise WorkerError(self.name, index, self.pids[index], phase, exc,
                               self.log_file(index)) from exc
-        except ray.exceptions.RayTaskError as exc:
+        except RayTaskError as exc:
             raise WorkerError(self.name, index, self.pids[index], phase, exc.cause or exc,
                               self.log_file(index)) from exc
 

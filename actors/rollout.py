@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -61,7 +61,7 @@ class RolloutWorker:
         return [self._encode_one(p, i) for i, p in enumerate(prompts)]
 
     def _encode_one(self, prompt: Prompt, index: int) -> list[int]:
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and prompt:
+        if _is_token_ids(prompt):
             return list(prompt)
         if not self.chat_template:
             if not isinstance(prompt, str):
@@ -70,7 +70,7 @@ class RolloutWorker:
             return self.tokenizer(prompt)["input_ids"]
         if isinstance(prompt, str):
             messages = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+        elif _is_messages(prompt):
             messages = list(prompt)
         else:
             raise TypeError(f"prompts[{index}]: expected str, list of messages or token ids, "
@@ -127,8 +127,9 @@ class RolloutWorker:
         """An adapter-only sync: the engine applies it itself when it can (``load_adapter``,
         the HF engine), else it is merged here onto the last full weights (``W + alpha/r B A``)
         and loaded as full weights (the vLLM engine)."""
-        if self._engine_applies_adapters():
-            self.engine.load_adapter(adapter.items(), lora)
+        load_adapter = getattr(self.engine, "load_adapter", None)  # not part of RolloutEngine
+        if load_adapter is not None:
+            load_adapter(adapter.items(), lora)
             return
         from rlsys.modeling.lora import merge_adapter
 
@@ -165,3 +166,11 @@ class RolloutWorker:
     def close(self) -> None:
         """Shut the engine down."""
         self.engine.close()
+
+
+def _is_token_ids(prompt: Prompt) -> TypeGuard[list[int]]:
+    return isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and bool(prompt)
+
+
+def _is_messages(prompt: Prompt) -> TypeGuard[list[dict[str, str]]]:
+    return isinstance(prompt, list) and bool(prompt) and all(isinstance(m, dict) for m in prompt)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -33,7 +36,7 @@ class CriticOutput:
 class CriticModel(nn.Module):
     """Backbone + value head; ``forward(**causal_lm_kwargs).logits`` is (B, T, 1) values."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: PreTrainedModel) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config

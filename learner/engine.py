@@ -30,7 +30,10 @@ def skip_shm_comm_build() -> None:
     see ENVIRONMENT.md); gloo collectives are used instead. Harmless on GPU (never built)."""
     import deepspeed.comm.torch  # noqa: F401  (registers the module we patch)
 
-    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+    # Any: a module's functions are not declared assignable; sys.modules because the package
+    # attribute ``deepspeed.comm.torch`` may name the torch package, not this submodule.
+    module: Any = sys.modules["deepspeed.comm.torch"]
+    module.build_shm_op = lambda: None
 
 
 def default_backend() -> str:
@@ -134,7 +137,9 @@ def create_engine(
     # LambdaLR sets each group's lr to lr * lr_lambda(0) now and steps with DeepSpeed's step().
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        model=model, optimizer=optimizer,
+        lr_scheduler=scheduler,  # pyright: ignore[reportArgumentType]  # annotated _LRScheduler; LambdaLR's LRScheduler base is what DeepSpeed steps
+        config=ds_config,
     )
     return engine
 

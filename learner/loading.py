@@ -9,12 +9,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
-from learner.critic import load_critic
+from learner.critic import CriticModel, load_critic
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+_Model = TypeVar("_Model", bound=torch.nn.Module)
 
 
 class EngineView:
@@ -66,7 +71,7 @@ def load_model(
     is returned in train mode, with non-reentrant gradient checkpointing when asked."""
     from rlsys.modeling import load_causal_lm
 
-    def load() -> torch.nn.Module:
+    def load() -> PreTrainedModel | CriticModel:
         if value_head:
             return load_critic(model_dir, dtype)
         return load_causal_lm(model_dir, dtype=str(dtype).removeprefix("torch."))
@@ -81,8 +86,8 @@ def load_model(
 
 
 def _with_zero3_init(
-    model_dir: str, ds_config: dict[str, Any], load: Callable[[], torch.nn.Module]
-) -> torch.nn.Module:
+    model_dir: str, ds_config: dict[str, Any], load: Callable[[], _Model]
+) -> _Model:
     import torch._dynamo  # noqa: F401  (must precede zero.Init, see ENVIRONMENT.md)
     from transformers import AutoConfig
     from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config

@@ -16,12 +16,15 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from learner.engine import gathered
 from rlsys.modeling.lora import adapter_from_module_state, base_from_module_state, merge_adapter
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 ADAPTER_DIR = "adapter"  # a LoRA stage's final dir: merged model at the top, adapter here
 ALL_LINEAR = "all-linear"
@@ -61,7 +64,9 @@ def peft_config(lora: dict[str, Any], *, value_head: bool) -> Any:
     targets = list(lora["target_modules"])
     to_save = list(lora.get("modules_to_save") or []) + (["value_head"] if value_head else [])
     return LoraConfig(
-        r=int(lora["r"]), lora_alpha=float(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+        r=int(lora["r"]),
+        lora_alpha=float(lora["alpha"]),  # pyright: ignore[reportArgumentType]  # peft annotates int; it only computes alpha / r, and config.alpha is a float
+        lora_dropout=float(lora["dropout"]),
         target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,
         modules_to_save=to_save or None, bias="none",
         task_type=None if value_head else "CAUSAL_LM")
@@ -97,6 +102,13 @@ def check_lora_for_model(model_dir: str, lora: dict[str, Any], *, value_head: bo
     wrap_lora(model, lora, value_head=False, model_dir=model_dir)
 
 
+def _active_config(module: torch.nn.Module) -> Any:
+    """The active (``default``) adapter's ``peft.LoraConfig`` of a peft-wrapped module."""
+    # cast: nn.Module types attributes it does not declare (peft's ``peft_config``, a dict by
+    # adapter name) as Tensor | Module.
+    return cast("dict[str, Any]", module.peft_config)["default"]
+
+
 def is_lora(module: torch.nn.Module) -> bool:
     """True for a peft-wrapped module."""
     return hasattr(module, "peft_config") and hasattr(module, "disable_adapter")
@@ -113,13 +125,14 @@ def disabled_adapters(module: torch.nn.Module, method: str) -> Iterator[None]:
     """Inside: forwards run the base model (adapters and ``modules_to_save`` copies off);
     the reference policy of a LoRA stage. ``RuntimeError`` naming ``method`` without LoRA."""
     require_lora(module, method)
-    with module.disable_adapter():
+    # cast: require_lora checked that peft wrapped it (nn.Module does not declare the method)
+    with cast("PeftModel", module).disable_adapter():
         yield
 
 
 def lora_scaling(module: torch.nn.Module) -> float:
     """``alpha / r`` of the active adapter."""
-    config = module.peft_config["default"]
+    config = _active_config(module)
     return float(config.lora_alpha) / float(config.r)
 
 
@@ -133,7 +146,7 @@ def merged_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
 
 def sync_meta(module: torch.nn.Module) -> dict[str, Any]:
     """What a rollout engine needs to rebuild the adapter's layout: plain, picklable values."""
-    config = module.peft_config["default"]
+    config = _active_config(module)
     targets = config.target_modules
     return {"r": int(config.r), "lora_alpha": float(config.lora_alpha),
             "target_modules": targets if isinstance(targets, str) else sorted(targets),
@@ -163,7 +176,7 @@ def save_adapter_dir(module: torch.nn.Module, adapter: dict[str, torch.Tensor], 
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    config = module.peft_config["default"]
+    config = _active_config(module)
     config.save_pretrained(str(path))
     save_file({k: v.contiguous() for k, v in adapter.items()},
               str(path / "adapter_model.safetensors"), metadata={"format": "pt"})

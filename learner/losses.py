@@ -210,14 +210,14 @@ def value_loss_fn(*, clip: float, num_tokens: int) -> LossFn:
     _positive("num_tokens", num_tokens)
 
     def loss_fn(experience: Experience, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        for name in ("values", "returns"):
-            if getattr(experience, name) is None:
-                raise ValueError(f"train_value: Experience.{name} is None")
+        old_values, returns = experience.values, experience.returns
+        if old_values is None:
+            raise ValueError("train_value: Experience.values is None")
+        if returns is None:
+            raise ValueError("train_value: Experience.returns is None")
         mask = experience.tokens.mask
         values = values_from_output(logits)
-        per_token, diag = clipped_value_loss(
-            values, experience.values, experience.returns, mask, clip=clip
-        )
+        per_token, diag = clipped_value_loss(values, old_values, returns, mask, clip=clip)
         loss = aggregate(per_token, mask, num_tokens=num_tokens)
         return loss, _weighted(diag, mask.sum() / num_tokens)
 

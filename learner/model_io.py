@@ -10,7 +10,7 @@ not write training state (``learner.checkpoint``, DeepSpeed) or decide when to s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -25,6 +25,10 @@ from learner.lora import (
     save_adapter_dir,
     sync_meta,
 )
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 def full_state(module: torch.nn.Module, *, zero_stage: int, rank: int,
@@ -52,16 +56,22 @@ def save_model_dir(module: torch.nn.Module, path: Path, *, zero_stage: int, rank
     if is_lora(module):
         adapter = gathered_adapter(module, zero_stage=zero_stage, rank=rank)
         if rank == 0:
+            if adapter is None:
+                raise RuntimeError("gathered_adapter returned no adapter on rank 0")
             save_adapter_dir(module, adapter, path / ADAPTER_DIR if merged else path, tokenizer)
         if not merged:
             return
     state = full_state(module, zero_stage=zero_stage, rank=rank)
     if rank != 0:
         return
-    base = module.get_base_model() if is_lora(module) else module
+    if state is None:
+        raise RuntimeError("full_state returned no state on rank 0")
+    # cast: is_lora checked that peft wrapped it (nn.Module does not declare get_base_model)
+    base = cast("PeftModel", module).get_base_model() if is_lora(module) else module
     if isinstance(base, CriticModel):
         save_critic(base, state, str(path))
     else:
-        base.save_pretrained(str(path), state_dict=state)
+        # cast: every other model a learner builds is a transformers PreTrainedModel
+        cast("PreTrainedModel", base).save_pretrained(str(path), state_dict=state)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))

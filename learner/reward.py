@@ -16,7 +16,7 @@ or tokenize (``rlsys.controller.reward_model``), and does not support LoRA.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from learner.loading import _with_zero3_init, maybe_tokenizer
 from learner.losses import LossFn, stack_pair
 from rlsys.algo.reward_model import bradley_terry
 from rlsys.types import TokenBatch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def load_reward_model(model_dir: str, ds_config: dict[str, Any], *, dtype: torch.dtype,
@@ -36,7 +39,7 @@ def load_reward_model(model_dir: str, ds_config: dict[str, Any], *, dtype: torch
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     )
 
-    def load() -> torch.nn.Module:
+    def load() -> PreTrainedModel:
         return AutoModelForSequenceClassification.from_pretrained(
             model_dir, num_labels=1, pad_token_id=pad_token_id, dtype=dtype,
             attn_implementation="sdpa")

@@ -71,8 +71,9 @@ def route_worker_output() -> None:
     except OSError:
         return
     for stream in (sys.stdout, sys.stderr):  # a worker's lines reach the file as they happen
-        if stream is not None and hasattr(stream, "reconfigure"):
-            stream.reconfigure(line_buffering=True)
+        reconfigure = getattr(stream, "reconfigure", None)  # not part of TextIO
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
 
 
 @contextmanager

@@ -66,7 +66,9 @@ class HFEngine:
         self.logprobs_mode = logprobs_mode
         self.share_prefill = share_prefill
         self.tokenizer = load_tokenizer(model_path)
-        self.model = load_causal_lm(model_path, dtype=dtype).to(self.device)
+        # Any: a transformers PreTrainedModel, a peft PeftModel around it after load_adapter,
+        # None after close(); their attributes are resolved at run time.
+        self.model: Any = load_causal_lm(model_path, dtype=dtype).to(self.device)
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.eos_id = int(self.tokenizer.eos_token_id)
         self._lora: dict[str, Any] | None = None  # adapter layout when wrapped by peft

@@ -28,13 +28,16 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from actors.engines.base import LOGPROBS_MODES, check_sampling_args
 from actors.weight_sync import pack_state_dict, weight_metadata
 from rlsys.types import Completion
+
+if TYPE_CHECKING:
+    from vllm import LLM
 
 WORKER_EXTENSION = "actors.vllm_worker_ext.WeightSyncWorkerExtension"
 _VLLM_LOGPROBS_MODE = {"raw": "raw_logprobs", "processed": "processed_logprobs"}
@@ -83,8 +86,10 @@ class VLLMEngine:
             # prompts only, so seeded batches larger than one step's token budget work.
             llm_kwargs.setdefault("enable_chunked_prefill", False)
             llm_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
-        self.llm = LLM(
-            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+        self.llm: LLM | None = LLM(
+            model=model_path,
+            dtype=dtype,  # pyright: ignore[reportArgumentType]  # a ModelDType name; vLLM checks it
+            gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
             tensor_parallel_size=tensor_parallel_size,
             logprobs_mode=_VLLM_LOGPROBS_MODE[logprobs_mode],
@@ -122,14 +127,13 @@ class VLLMEngine:
             seed=None if seed is None else seed + i * n, logprobs=0,
             stop_token_ids=list(stop_token_ids), detokenize=self.detokenize,
         ) for i in range(len(prompt_ids))]
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
-                                    params, use_tqdm=False)
+        outputs = self._llm().generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
+                                       params, use_tqdm=False)
         completions = []
         for index, output in enumerate(outputs):
             for sample in output.outputs:
                 response = list(sample.token_ids)
-                logprobs = [float(step[token].logprob)
-                            for step, token in zip(sample.logprobs, response, strict=True)]
+                logprobs = _sampled(sample.logprobs, response)
                 completions.append(Completion(
                     prompt_index=index, prompt_ids=list(prompt_ids[index]),
                     response_ids=response, text=sample.text or "", logprobs=logprobs,
@@ -149,13 +153,10 @@ class VLLMEngine:
                              f"({len(response_ids)}) must have the same length")
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
         rows = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
-        outputs = self.llm.generate([{"prompt_token_ids": r} for r in rows], params,
-                                    use_tqdm=False)
-        result = []
-        for prompt, row, output in zip(prompt_ids, rows, outputs, strict=True):
-            steps = output.prompt_logprobs  # [None, {token: Logprob}, ...] aligned with row
-            result.append([float(steps[t][row[t]].logprob) for t in range(len(prompt), len(row))])
-        return result
+        outputs = self._llm().generate([{"prompt_token_ids": r} for r in rows], params,
+                                       use_tqdm=False)
+        return [_teacher_forced(output.prompt_logprobs, row, len(prompt))
+                for prompt, row, output in zip(prompt_ids, rows, outputs, strict=True)]
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -174,7 +175,7 @@ class VLLMEngine:
                 array.tofile(path)
                 files[name] = (path, str(array.dtype))
             index = [[n, d, o, list(s)] for n, d, o, s in payload.index]
-            self.llm.collective_rpc("rlsys_load_packed", args=(files, index))
+            self._llm().collective_rpc("rlsys_load_packed", args=(files, index))
         self._reset_prefix_cache()
 
     def load_weights_ipc(self, state: dict[str, torch.Tensor],
@@ -187,7 +188,7 @@ class VLLMEngine:
 
         handles, index, flats = cuda_ipc_handles(state, device)
         torch.cuda.synchronize(device)  # the copies must land before workers read them
-        self.llm.collective_rpc("rlsys_load_ipc", args=(handles, index))
+        self._llm().collective_rpc("rlsys_load_ipc", args=(handles, index))
         del flats
         self._reset_prefix_cache()
 
@@ -201,7 +202,7 @@ class VLLMEngine:
         from actors.weight_sync import NcclWeightBroadcaster
 
         world_size = 1 + self.tensor_parallel_size
-        joined = _run_in_thread(self.llm.collective_rpc, "init_weight_update_group",
+        joined = _run_in_thread(self._llm().collective_rpc, "init_weight_update_group",
                                 args=(master_address, master_port, 1, world_size))
         broadcaster = NcclWeightBroadcaster(master_address, master_port, world_size, device)
         joined.result()
@@ -211,17 +212,22 @@ class VLLMEngine:
                           named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """GPU: send ``named_tensors`` over NCCL (workers receive concurrently); returns bytes."""
         tensors = list(named_tensors)
-        received = _run_in_thread(self.llm.collective_rpc, "update_weights_from_broadcast",
+        received = _run_in_thread(self._llm().collective_rpc, "update_weights_from_broadcast",
                                   args=(weight_metadata(tensors),))
         sent = broadcaster.broadcast(tensors)
         received.result()
         self._reset_prefix_cache()
         return sent
 
+    def _llm(self) -> LLM:
+        if self.llm is None:
+            raise RuntimeError(f"the vLLM engine of {self.model_path} is closed")
+        return self.llm
+
     def _reset_prefix_cache(self) -> None:
         # Cached KV blocks were computed with the old weights; vLLM refuses (returns False)
         # while requests run, and generating from stale blocks would be silently off-policy.
-        if not self.llm.reset_prefix_cache():
+        if not self._llm().reset_prefix_cache():
             raise RuntimeError("vLLM did not reset its prefix cache after a weight load "
                                "(requests still running?); refusing to sample from stale KV")
 
@@ -265,3 +271,19 @@ def _run_in_thread(fn: Any, *args: Any, **kwargs: Any) -> _Future:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return _Future(thread, box)
+
+
+def _sampled(steps: Any, response: list[int]) -> list[float]:
+    """Log-probs of the sampled ``response`` tokens from vLLM's ``logprobs`` (one ``{token:
+    Logprob}`` per step); Any: vLLM's containers type their items as possibly None."""
+    if steps is None:
+        raise RuntimeError("vLLM returned no logprobs although logprobs=0 was asked")
+    return [float(step[token].logprob) for step, token in zip(steps, response, strict=True)]
+
+
+def _teacher_forced(steps: Any, row: list[int], start: int) -> list[float]:
+    """Log-probs of ``row[start:]`` from vLLM's ``prompt_logprobs`` (``[None, {token:
+    Logprob}, ...]`` aligned with ``row``; position 0 has none)."""
+    if steps is None:
+        raise RuntimeError("vLLM returned no prompt_logprobs although prompt_logprobs=0 was asked")
+    return [float(steps[t][row[t]].logprob) for t in range(start, len(row))]

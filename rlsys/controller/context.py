@@ -74,6 +74,7 @@ def _init_local_ray(**kwargs: Any) -> dict[str, Any]:
     """
     import ray
     from ray._private import ray_constants
+    from ray._private.worker import RayContext
 
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -82,6 +83,8 @@ def _init_local_ray(**kwargs: Any) -> dict[str, Any]:
                        dashboard_host="127.0.0.1", configure_logging=False, **kwargs)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+    if not isinstance(ctx, RayContext):  # ray.init returns a ClientContext only for ray://
+        raise RuntimeError(f"ray.init started no local node (got {type(ctx).__name__})")
     return ctx.address_info
 
 
@@ -166,6 +169,8 @@ class RunContext:
             else:
                 from rlsys.data.sources import load_records
 
+                if src.path is None:  # SourceConfig requires exactly one of path / generator
+                    raise RuntimeError(f"data source {name!r} has neither path nor generator")
                 loaded = load_records(self.resolve_path(src.path), format=src.format,
                                       fields=src.fields or None, on_error=src.on_error,
                                       source_name=src.name, kind=src.kind)

@@ -107,9 +107,9 @@ class _Data:
 
     def _encode(self, ctx: Any, name: str, tokenizer: Any, max_len: int,
                 records: list[dict] | None = None) -> tuple[list, list[int]]:
-        records = ctx.records(name) if records is None else records
-        pairs, kept = encode_pairs(tokenizer, records, max_len)
-        skipped = len(records) - len(pairs)
+        rows: list[dict] = ctx.records(name) if records is None else records
+        pairs, kept = encode_pairs(tokenizer, rows, max_len)
+        skipped = len(rows) - len(pairs)
         if skipped:
             self.skipped[name] = skipped
             print(f"[data] {name}: skipped {skipped} pair(s) whose chosen equals rejected",

@@ -106,12 +106,12 @@ def _stage_runner(kind: str) -> StageRunner:
 
 
 def _maybe_eval(ctx: RunContext, state: RunState, label: str, model_path: str) -> None:
-    if state.eval_result(label) is None:
+    result = state.eval_result(label)
+    if result is None:
         from rlsys.controller.evaluate import heldout_eval
 
         result = heldout_eval(ctx, model_path)
         state.add_eval(label, result)
-    result = state.eval_result(label)
     print(f"[eval] {label}: accuracy {result['accuracy']:.2f} "
           f"({result['correct']}/{result['total']})", flush=True)
 
@@ -201,6 +201,9 @@ def accuracy_summary(state: RunState, chain: list[str], run_dir: Path) -> str:
     """``held-out accuracy: 0.07 -> 0.35 (sft) -> 0.42 (grpo) (run dir: PATH)``."""
     parts = []
     for label in chain:
-        acc = state.eval_result(label)["accuracy"]
+        result = state.eval_result(label)
+        if result is None:
+            raise RuntimeError(f"no held-out eval recorded for {label!r}")
+        acc = result["accuracy"]
         parts.append(f"{acc:.2f}" if label == "base" else f"{acc:.2f} ({label})")
     return f"held-out accuracy: {' -> '.join(parts)} (run dir: {run_dir})"

@@ -109,7 +109,7 @@ def start_watchdog(session_dir: str, log_path: str | None = None) -> subprocess.
             env={**os.environ, SESSION_VAR: session_dir}, stdin=subprocess.DEVNULL, stdout=out,
             stderr=out, start_new_session=True, close_fds=True)
     finally:
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):  # an opened log file, not subprocess.DEVNULL
             out.close()
 
 
