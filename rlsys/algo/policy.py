@@ -44,6 +44,25 @@ def _ratio_diag(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.
     }
 
 
+def _checked_inputs(
+    logprobs: torch.Tensor,  # (B, T)
+    old_logprobs: torch.Tensor,  # (B, T)
+    advantages: torch.Tensor,  # (B, T)
+    mask: torch.Tensor,  # (B, T)
+    is_weights: torch.Tensor | None,  # (B, T)
+    *,
+    clip_low: float,
+    clip_high: float,
+    clip_c: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapes and clip range checked (``ppo_clip``, ``gspo``); returns the bool mask and the
+    detached advantages."""
+    mask = check_token_tensors(mask, logprobs=logprobs, old_logprobs=old_logprobs,
+                               advantages=advantages, is_weights=is_weights)
+    _check_clip(clip_low, clip_high, clip_c)
+    return mask, advantages.detach()
+
+
 def _clipped_surrogate(
     ratio: torch.Tensor,  # (B, T) carries the gradient
     advantages: torch.Tensor,  # (B, T) detached
@@ -109,15 +128,8 @@ def ppo_clip(
     gradient), ``dual_clip_frac``, ``approx_kl`` (k3 of KL(old || new)), ``ratio_mean``,
     ``ratio_max``.
     """
-    mask = check_token_tensors(
-        mask,
-        logprobs=logprobs,
-        old_logprobs=old_logprobs,
-        advantages=advantages,
-        is_weights=is_weights,
-    )
-    _check_clip(clip_low, clip_high, clip_c)
-    advantages = advantages.detach()
+    mask, advantages = _checked_inputs(logprobs, old_logprobs, advantages, mask, is_weights,
+                                       clip_low=clip_low, clip_high=clip_high, clip_c=clip_c)
     # Zero the log-ratio off the mask first, so garbage there cannot produce inf/NaN gradients.
     log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0)
     loss, diag = _clipped_surrogate(log_ratio.exp(), advantages, mask, clip_low=clip_low,
@@ -191,15 +203,8 @@ def gspo(
     ``approx_kl`` / ``ratio_mean`` / ``ratio_max`` of the per-token ratios
     ``pi(y_it) / pi_old(y_it)`` as in ``ppo_clip``.
     """
-    mask = check_token_tensors(
-        mask,
-        logprobs=logprobs,
-        old_logprobs=old_logprobs,
-        advantages=advantages,
-        is_weights=is_weights,
-    )
-    _check_clip(clip_low, clip_high, clip_c)
-    advantages = advantages.detach()
+    mask, advantages = _checked_inputs(logprobs, old_logprobs, advantages, mask, is_weights,
+                                       clip_low=clip_low, clip_high=clip_high, clip_c=clip_c)
     # Zero off the mask first, so garbage there cannot produce inf/NaN values or gradients.
     logprobs = torch.where(mask, logprobs, 0)
     log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0)
