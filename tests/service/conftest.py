@@ -60,7 +60,15 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
+        self._dbs_used = 0
         self.start()
+
+    def own_db_url(self) -> str:
+        """URL of a Redis database no other caller gets (1..15): for tests whose state, such
+        as rate-limit windows keyed by token and client, must not be shared."""
+        self._dbs_used += 1
+        assert self._dbs_used < 16, "redis-server has 16 databases"
+        return f"redis://127.0.0.1:{self.port}/{self._dbs_used}"
 
     def start(self) -> None:
         """Start (or restart) on the same port and wait until it answers PING."""

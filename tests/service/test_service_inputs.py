@@ -68,7 +68,7 @@ def _from(address: str, svc: Service) -> httpx.Client:
 
 
 def test_rate_limit_flag_is_keyed_per_token_and_client(redis_server, start_service) -> None:
-    svc = start_service(redis_server.url, "--rate-limit-per-min", "3")
+    svc = start_service(redis_server.own_db_url(), "--rate-limit-per-min", "3")
     for _ in range(2):  # a second try only if a one-minute window ended mid-test
         with _from("127.0.0.1", svc) as first, _from("127.0.0.2", svc) as second:
             statuses = [first.get("/v1/rewards").status_code for _ in range(10)]

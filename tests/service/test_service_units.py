@@ -108,7 +108,7 @@ def test_unexpected_errors_become_a_generic_500() -> None:
 
 
 def test_rate_limit_per_token_gives_429_with_retry_after(redis_server, start_service) -> None:
-    svc = start_service(redis_server.url, "--rate-limit-per-min", "3")
+    svc = start_service(redis_server.own_db_url(), "--rate-limit-per-min", "3")
     statuses, retry_after = [], None
     with svc.client() as client:
         for _ in range(10):  # <= 3 per one-minute window, even if a window boundary passes
