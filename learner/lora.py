@@ -57,31 +57,50 @@ def check_targets(model: torch.nn.Module, lora: dict[str, Any], model_dir: str) 
             f"{linear_module_names(model)}")
 
 
-def peft_config(lora: dict[str, Any], *, value_head: bool) -> Any:
-    """The ``peft.LoraConfig`` for a plain lora dict (a critic also saves its value head)."""
+def peft_config(lora: dict[str, Any], *, value_head: bool, classifier_head: str | None = None
+                ) -> Any:
+    """The ``peft.LoraConfig`` for a plain lora dict (a critic also saves its value head; a
+    sequence classifier, ``classifier_head`` given, is a ``SEQ_CLS`` task that saves its
+    head)."""
     from peft import LoraConfig
 
     targets = list(lora["target_modules"])
     to_save = list(lora.get("modules_to_save") or []) + (["value_head"] if value_head else [])
+    if classifier_head is not None and classifier_head not in to_save:
+        to_save.append(classifier_head)
+    task_type = "SEQ_CLS" if classifier_head is not None else "CAUSAL_LM"
     return LoraConfig(
         r=int(lora["r"]),
         lora_alpha=float(lora["alpha"]),  # pyright: ignore[reportArgumentType]  # peft annotates int; it only computes alpha / r, and config.alpha is a float
         lora_dropout=float(lora["dropout"]),
         target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,
         modules_to_save=to_save or None, bias="none",
-        task_type=None if value_head else "CAUSAL_LM")
+        task_type=None if value_head else task_type)
+
+
+def classifier_head_name(model: torch.nn.Module, model_dir: str) -> str:
+    """The attribute name of a sequence classifier's head (``score`` for Llama-like models,
+    ``classifier`` for BERT-like ones); ``ValueError`` naming the model when it has neither."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name
+    raise ValueError(f"{_model_label(model, model_dir)} has no 'score' or 'classifier' head "
+                     "to train beside the LoRA adapters")
 
 
 def wrap_lora(model: torch.nn.Module, lora: dict[str, Any], *, value_head: bool,
-              model_dir: str) -> torch.nn.Module:
+              model_dir: str, classifier: bool = False) -> torch.nn.Module:
     """``peft.get_peft_model`` with a clear error: unknown target names list the modules the
     model has; a model or layer type peft cannot wrap names the model. Only adapter (and
-    ``modules_to_save``) parameters keep ``requires_grad``."""
+    ``modules_to_save``) parameters keep ``requires_grad``. ``classifier``: the model is an
+    ``AutoModelForSequenceClassification``; its head trains in full (``modules_to_save``)."""
     from peft import get_peft_model
 
     check_targets(model, lora, model_dir)
+    head = classifier_head_name(model, model_dir) if classifier else None
     try:
-        wrapped = get_peft_model(model, peft_config(lora, value_head=value_head))
+        wrapped = get_peft_model(model, peft_config(lora, value_head=value_head,
+                                                    classifier_head=head))
     except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
         raise ValueError(f"peft cannot add LoRA adapters to {_model_label(model, model_dir)} "
                          f"with target_modules {list(lora['target_modules'])}: {exc}") from exc

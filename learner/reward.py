@@ -10,7 +10,13 @@ saved directory loads with ``AutoModelForSequenceClassification`` and scores exa
 
 Micro-batches of ``train_rm`` are ``(chosen, rejected)`` ``TokenBatch`` pairs; only
 ``input_ids`` and ``seq_ids`` (> 0 on real tokens) are read. This module does not render chats
-or tokenize (``rlsys.controller.reward_model``), and does not support LoRA.
+or tokenize (``rlsys.controller.reward_model``).
+
+LoRA (``lora`` given): the classifier is wrapped by peft as a ``SEQ_CLS`` task; adapters train
+on ``target_modules`` and the fresh ``score`` head trains in full (``modules_to_save``). A final
+save (``training_state=False``) writes the merged classifier, which the ``model`` reward loads
+as it is, and the adapter directory in ``adapter/`` (``PeftModel.from_pretrained`` on
+``AutoModelForSequenceClassification`` of the base reads it; so does ``ModelReward``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 
 from learner.learner import Learner
 from learner.loading import _with_zero3_init, maybe_tokenizer
+from learner.lora import wrap_lora
 from learner.losses import LossFn, stack_pair
 from rlsys.algo.reward_model import bradley_terry
 from rlsys.types import TokenBatch
@@ -75,7 +82,13 @@ def rm_loss_fn(*, margin: float, num_pairs: int) -> LossFn:
 
 class RewardLearner(Learner):
     """One rank of a reward model; constructor arguments as ``Learner`` (``value_head`` must
-    stay False). Adds ``forward_rewards`` and ``train_rm``."""
+    stay False; ``lora`` wraps the classifier, see the module docstring). Adds
+    ``forward_rewards`` and ``train_rm``."""
+
+    def __init__(self, *, lora: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        # The base class would wrap a causal LM; the classifier is wrapped in _load_model.
+        self._classifier_lora = lora
+        super().__init__(lora=None, **kwargs)
 
     def _load_model(
         self, ds_config: dict[str, Any], *, value_head: bool, dtype: torch.dtype,
@@ -88,9 +101,13 @@ class RewardLearner(Learner):
         if tokenizer is None:
             raise ValueError(f"a reward model needs the tokenizer beside {self.model_dir}")
         self.pad_token_id = int(tokenizer.pad_token_id)
-        return load_reward_model(self.model_dir, ds_config, dtype=dtype,
-                                 pad_token_id=self.pad_token_id,
-                                 gradient_checkpointing=gradient_checkpointing)
+        model = load_reward_model(self.model_dir, ds_config, dtype=dtype,
+                                  pad_token_id=self.pad_token_id,
+                                  gradient_checkpointing=gradient_checkpointing)
+        if self._classifier_lora:
+            model = wrap_lora(model, self._classifier_lora, value_head=False,
+                              model_dir=self.model_dir, classifier=True)
+        return model
 
     def _rewards(self, tokens: TokenBatch) -> torch.Tensor:  # (B,)
         real = tokens.seq_ids > 0

@@ -5,6 +5,11 @@ else ``"User: ...\\nAssistant: ..."``), tokenized with right padding, truncated 
 ``max_length`` and scored in batches under ``torch.no_grad``. torch and transformers are
 imported when a ``ModelReward`` is built, never at module import. This module does not train
 reward models and does not serve them over HTTP.
+
+``path`` is a classifier directory, or a peft ``SEQ_CLS`` adapter directory (it holds
+``adapter_config.json``): then the classifier is built on the adapter's base model, the adapter
+(with its trained head) is loaded by ``peft`` and merged. An ``rm`` stage with LoRA writes both:
+the merged classifier in ``stages/NAME/final`` and its adapter in ``final/adapter``.
 """
 
 from __future__ import annotations
@@ -30,11 +35,34 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def _load_classifier(path: str) -> Any:
+    """``AutoModelForSequenceClassification`` of ``path``; an adapter directory is loaded on its
+    base model (``base_model_name_or_path``) with ``peft`` and merged."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForSequenceClassification
+
+    adapter_config = Path(path) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return AutoModelForSequenceClassification.from_pretrained(path)
+    from peft import PeftModel
+
+    config = json.loads(adapter_config.read_text())
+    base_path, task = config.get("base_model_name_or_path"), config.get("task_type")
+    if task != "SEQ_CLS" or not base_path:
+        raise ValueError(f"ModelReward: adapter {path} has task_type={task!r} and base "
+                         f"{base_path!r}; a reward adapter needs task_type 'SEQ_CLS' and a base")
+    base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
 class ModelReward:
     """Scores with ``AutoModelForSequenceClassification`` (``num_labels=1``) loaded from ``path``.
 
     Args:
-        path: a Hugging Face model directory holding the classifier and its tokenizer.
+        path: a Hugging Face model directory holding the classifier and its tokenizer, or a
+            ``SEQ_CLS`` adapter directory with its tokenizer (see the module docstring).
         batch_size: sequences per forward pass.
         device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
         max_length: sequences are truncated to this many tokens (keeping the start).
@@ -45,14 +73,14 @@ class ModelReward:
     def __init__(self, path: str, batch_size: int = 8, device: str = "cpu",
                  max_length: int = 1024) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if batch_size < 1 or max_length < 1:
             raise ValueError(f"ModelReward: batch_size and max_length must be >= 1, got "
                              f"{batch_size}, {max_length}")
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.model = _load_classifier(path).to(device).eval()
         if self.model.config.num_labels != 1:
             raise ValueError(f"ModelReward: {path} has num_labels={self.model.config.num_labels}"
                              ", expected 1 (a scalar reward head)")

@@ -12,6 +12,9 @@ The stage does not change the policy: it returns its input model as ``checkpoint
 stage, e.g. PPO, starts from the SFT model), and writes the reward model to
 ``RUN_DIR/stages/NAME/final`` (use ``reward: {type: model, kwargs: {path:
 "{run_dir}/stages/NAME/final"}}``) with per-pair held-out scores in ``eval_scores.jsonl``.
+With LoRA (``model.lora`` or the stage's ``lora``) the adapters and the scalar head train
+(``learner.reward``); ``final`` is the merged classifier and ``final/adapter`` the peft
+adapter, either of which the ``model`` reward loads.
 It keeps no intermediate checkpoints (``checkpoint.every_n_steps`` does not apply): a run
 stopped inside the stage trains it again from the start; a finished stage is skipped on resume.
 """
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rlsys.controller.learners import Learners
+from rlsys.controller.learners import Learners, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.types import TokenBatch
 
@@ -157,7 +160,8 @@ def run_rm_stage(ctx: Any, stage: Any, model_path: str) -> dict[str, Any]:
     pad_id, margin = tokenizer.pad_token_id, stage.rm.margin if stage.rm else 0.0
     out = ctx.stage_dir(stage.name)
     learners = Learners(ctx.recipe, model_path, total_steps=stage.steps, lr=stage.lr,
-                        name="reward_model", learner_cls=RewardLearner)
+                        name="reward_model", learner_cls=RewardLearner,
+                        lora=stage_lora(ctx.recipe, stage))
     lg = ctx.recipe.logging
     logger, final = stage_logger(ctx, stage), None  # the logger gets the trained model's path
     try:
