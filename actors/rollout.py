@@ -99,6 +99,33 @@ class RolloutWorker:
             max_new_tokens=max_new_tokens, seed=seed, stop_token_ids=list(stop_token_ids),
         )
 
+    def run_episodes(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        env: Mapping[str, Any],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop_token_ids: Sequence[int] = (),
+    ) -> list[Completion]:
+        """``n`` multi-turn episodes per record in the environment ``env`` (the recipe's
+        ``env:`` section as a dict: ``type``, ``kwargs``, ``max_turns``,
+        ``max_tokens_per_turn``, ``max_total_tokens``); see ``actors.episodes``."""
+        from actors.episodes import EpisodeCaps, run_episodes
+
+        if not self.chat_template:
+            raise ValueError("multi-turn episodes need chat_template=True (the observations "
+                             "are rendered by the chat template)")
+        caps = EpisodeCaps(**{k: int(env[k]) for k in ("max_turns", "max_tokens_per_turn",
+                                                       "max_total_tokens") if k in env})
+        return run_episodes(
+            self.engine, self.tokenizer, lambda messages: self._encode_one(messages, 0),
+            records, env_type=str(env["type"]), env_kwargs=env.get("kwargs") or {}, caps=caps,
+            n=n, temperature=temperature, top_p=top_p, seed=seed,
+            stop_token_ids=stop_token_ids)
+
     def update_weights(
         self, payload: PackedState | Mapping[str, torch.Tensor], version: int | None = None
     ) -> int:

@@ -60,6 +60,13 @@ class Completion:
             same quantity the learner computes (used for the truncated-IS correction); with
             "processed" under the sampling distribution (after temperature/top-p).
         finish_reason: ``"stop"`` (EOS/stop string) or ``"length"`` (hit max tokens).
+        loss_mask: multi-turn only: per response token, True where the engine generated it
+            (a training target), False for observation and template tokens (context only).
+            None: every response token was generated.
+        turn_rewards: multi-turn only: ``(response position, reward increment)`` pairs, each on
+            the last generated token of a turn; they sum to the episode's reward.
+        trajectory: multi-turn only: the episode's messages, turns, tool calls and rewards
+            (``actors.episodes``), for metrics and ``samples.jsonl``.
     """
 
     prompt_index: int
@@ -68,6 +75,9 @@ class Completion:
     text: str
     logprobs: list[float]
     finish_reason: str
+    loss_mask: list[bool] | None = None
+    turn_rewards: list[tuple[int, float]] | None = None
+    trajectory: dict[str, Any] | None = None
 
 
 @dataclass
@@ -88,6 +98,9 @@ class Experience:
     advantages: torch.Tensor | None = None  # (B, T)
     returns: torch.Tensor | None = None  # (B, T) value targets (PPO only)
     info: dict[str, Any] = field(default_factory=dict)
+    # (B, T) multi-turn per-turn reward increments on each turn's last generated token (None:
+    # the scalar reward goes on the last response token)
+    reward_tokens: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from rlsys.types import Completion, Experience, TokenBatch
 
 def build_experience(completions: Sequence[Completion], rewards: Sequence[float], *,
                      group_ids: Sequence[int], pad_id: int) -> Experience:
-    """Right-pad ``prompt + response`` rows; ``mask`` marks response tokens.
+    """Right-pad ``prompt + response`` rows; ``mask`` marks response tokens (multi-turn: only
+    the generated ones, ``Completion.loss_mask``; observations stay context).
 
     ``rollout_logprobs`` holds the engine's log-probs at the response positions (0 elsewhere).
+    When any completion carries ``turn_rewards``, ``reward_tokens`` holds them per token.
     """
     if not (len(completions) == len(rewards) == len(group_ids)):
         raise ValueError("completions, rewards and group_ids must have the same length")
@@ -33,19 +35,47 @@ def build_experience(completions: Sequence[Completion], rewards: Sequence[float]
     seq_ids = torch.zeros((batch, width), dtype=torch.long)
     mask = torch.zeros((batch, width), dtype=torch.bool)
     rollout_logprobs = torch.zeros((batch, width), dtype=torch.float32)
+    multi_turn = any(c.turn_rewards is not None for c in completions)
+    reward_tokens = torch.zeros((batch, width), dtype=torch.float32) if multi_turn else None
     for i, (row, c) in enumerate(zip(rows, completions, strict=True)):
         p, n = len(c.prompt_ids), len(c.response_ids)
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         seq_ids[i, : len(row)] = 1
-        mask[i, p: p + n] = True
+        if c.loss_mask is None:
+            mask[i, p: p + n] = True
+        else:
+            if len(c.loss_mask) != n:
+                raise ValueError(f"completion {i}: loss_mask has {len(c.loss_mask)} entries for "
+                                 f"{n} response tokens")
+            mask[i, p: p + n] = torch.tensor(c.loss_mask, dtype=torch.bool)
         if c.logprobs:
             rollout_logprobs[i, p: p + n] = torch.tensor(c.logprobs, dtype=torch.float32)
+        if reward_tokens is not None:
+            _place_turn_rewards(reward_tokens[i], c, p, rewards[i])
     position_ids = torch.arange(width).expand(batch, width).clone() * (seq_ids > 0)
     tokens = TokenBatch(input_ids=input_ids, position_ids=position_ids, seq_ids=seq_ids,
                         mask=mask)
     return Experience(tokens=tokens, rewards=torch.tensor(list(rewards), dtype=torch.float32),
                       group_ids=torch.tensor(list(group_ids), dtype=torch.long),
-                      rollout_logprobs=rollout_logprobs)
+                      rollout_logprobs=rollout_logprobs, reward_tokens=reward_tokens)
+
+
+def _place_turn_rewards(row: torch.Tensor, c: Completion, prompt_len: int,
+                        reward: float) -> None:
+    """Write a trajectory's per-turn increments into ``row``; a reward that differs from their
+    sum (a single-turn completion in a multi-turn batch, or a reward re-scored after the
+    episode) puts the difference on the last generated token, so the row sums to ``reward``."""
+    placed = 0.0
+    for pos, value in c.turn_rewards or ():
+        if not 0 <= pos < len(c.response_ids) or (c.loss_mask and not c.loss_mask[pos]):
+            raise ValueError(f"turn reward at response position {pos} is not a generated token")
+        row[prompt_len + pos] += value
+        placed += value
+    rest = float(reward) - placed
+    if abs(rest) > 1e-9:
+        generated = [j for j in range(len(c.response_ids)) if not c.loss_mask or c.loss_mask[j]]
+        if generated:
+            row[prompt_len + generated[-1]] += rest
 
 
 def overlong_penalty(lengths: torch.Tensor, *, max_new_tokens: int, buffer: int,
@@ -64,14 +94,23 @@ def overlong_penalty(lengths: torch.Tensor, *, max_new_tokens: int, buffer: int,
 
 
 def token_rewards(exp: Experience, *, extra: torch.Tensor | None = None) -> torch.Tensor:
-    """Place each sample's scalar reward (+ ``extra`` per sample) on its last response token."""
+    """Place each sample's scalar reward (+ ``extra`` per sample) on its last response token.
+
+    Multi-turn (``exp.reward_tokens`` set): each turn's reward increment on that turn's last
+    generated token, ``extra`` on the last one; a row still sums to its reward + extra, so the
+    outcome estimators (GRPO, RLOO) see the episode reward and GAE / REINFORCE++ see per-turn
+    rewards where they happened."""
     mask = exp.tokens.mask
     out = torch.zeros(mask.shape, dtype=torch.float32)
-    total = exp.rewards + (extra if extra is not None else 0.0)
+    if exp.reward_tokens is not None:
+        out = torch.where(mask, exp.reward_tokens.float(), out)
+        total = extra if extra is not None else torch.zeros_like(exp.rewards)
+    else:
+        total = exp.rewards + (extra if extra is not None else 0.0)
     positions = torch.arange(mask.shape[1]).expand_as(mask)
     last = torch.where(mask, positions, torch.full_like(positions, -1)).max(dim=1).values
     has = last >= 0
-    out[has.nonzero().squeeze(-1), last[has]] = total[has]
+    out[has.nonzero().squeeze(-1), last[has]] += total[has]
     return out
 
 
@@ -118,4 +157,5 @@ def select(exp: Experience, index: torch.Tensor) -> Experience:
                       rollout_logprobs=exp.rollout_logprobs[index],
                       old_logprobs=take(exp.old_logprobs), ref_logprobs=take(exp.ref_logprobs),
                       values=take(exp.values), advantages=take(exp.advantages),
-                      returns=take(exp.returns), info=dict(exp.info))
+                      returns=take(exp.returns), info=dict(exp.info),
+                      reward_tokens=take(exp.reward_tokens))
