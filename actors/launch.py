@@ -170,11 +170,15 @@ class RolloutPool(_Pool):
         ``sampling`` holds ``RolloutWorker.generate`` keywords; a ``seed`` becomes
         ``seed + shard start`` per shard, so a retried shard resamples the same tokens.
         """
+        return self._start("generate", prompts, sampling)
+
+    def _start(self, method: str, items: Sequence[Any], sampling: dict[str, Any]
+               ) -> list[PendingShard]:
         shards = []
-        for worker, (start, end) in enumerate(shard_bounds(len(prompts), len(self.handles))):
+        for worker, (start, end) in enumerate(shard_bounds(len(items), len(self.handles))):
             kwargs = self._shard_kwargs(sampling, start)
-            ref = self.handles[worker].generate.remote(list(prompts[start:end]), **kwargs)
-            shards.append(PendingShard(worker, start, [list(prompts[start:end])], ref))
+            ref = getattr(self.handles[worker], method).remote(list(items[start:end]), **kwargs)
+            shards.append(PendingShard(worker, start, [list(items[start:end])], ref))
         return shards
 
     @staticmethod
@@ -186,11 +190,24 @@ class RolloutPool(_Pool):
 
     def wait_shard(self, shard: PendingShard, **sampling: Any) -> list[Completion]:
         """Result of one generation shard, ``prompt_index`` made global; retries a dead worker."""
-        completions = self._resolve(shard, "generate", "generate",
+        return self._finish("generate", shard, sampling)
+
+    def _finish(self, method: str, shard: PendingShard, sampling: dict[str, Any]
+                ) -> list[Completion]:
+        completions = self._resolve(shard, method, "generate",
                                     self._shard_kwargs(sampling, shard.start))
         for completion in completions:
             completion.prompt_index += shard.start
         return completions
+
+    def episodes_async(self, records: Sequence[Any], **sampling: Any) -> list[PendingShard]:
+        """Start multi-turn episodes (``RolloutWorker.run_episodes``): one contiguous shard of
+        ``records`` per worker; ``sampling`` holds its keywords (``env``, ``n``, ...)."""
+        return self._start("run_episodes", records, sampling)
+
+    def wait_episodes(self, shard: PendingShard, **sampling: Any) -> list[Completion]:
+        """One episode shard's trajectories, ``prompt_index`` global; retries a dead worker."""
+        return self._finish("run_episodes", shard, sampling)
 
     def generate(self, prompts: Sequence[Any], **sampling: Any) -> list[Completion]:
         """Sharded ``generate``: ``n`` completions per prompt, grouped in prompt order."""

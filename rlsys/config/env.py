@@ -2,9 +2,11 @@
 
 ``EnvConfig`` is typed and strict like the rest of the recipe (frozen, unknown keys refused);
 ``type`` is checked against the environment registry (``rlsys.envs``, entry points included)
-when the recipe is parsed. Stages do not use it yet: multi-turn rollout is in progress, so
-``rlsys.config.load`` refuses a recipe that sets ``env:`` rather than silently ignoring it.
-This module only describes configuration; it builds no environment.
+when the recipe is parsed. With ``env:`` set, every RL stage of the recipe samples multi-turn
+episodes in that environment (the environment's reward is the reward; ``reward:`` is not used
+by them) and eval stages evaluate by episodes; ``env_errors`` names the recipe settings that
+cannot go with it (data-generation stages, overlong shaping). This module only describes
+configuration; it builds no environment.
 """
 
 from __future__ import annotations
@@ -13,9 +15,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: why a recipe with ``env:`` is refused for now (one line, shown by ``rlsys validate``)
-NOT_YET = ("multi-turn stages are not implemented yet (multi-turn rollout is in progress); "
-           "remove 'env:' to run this recipe")
+
+def env_errors(recipe: Any) -> list[tuple[str, str]]:
+    """``(field, message)`` for settings a recipe with ``env:`` cannot have: data-generation
+    stages (they sample single-turn), and DAPO overlong shaping (its length is per turn)."""
+    from rlsys.config.base import DATA_GEN_KINDS, RL_KINDS
+
+    errors = []
+    for i, stage in enumerate(recipe.stages):
+        if stage.kind in DATA_GEN_KINDS:
+            errors.append((f"stages.{i}.kind", f"{stage.kind!r} stages do not run multi-turn "
+                           f"episodes; a recipe with 'env:' cannot have them (run them in a "
+                           f"recipe without 'env:')"))
+        if stage.kind in RL_KINDS and stage.algo_or_default.overlong_buffer > 0:
+            errors.append((f"stages.{i}.algo.overlong_buffer",
+                           "overlong shaping is single-turn only; set it to 0 with 'env:' (use "
+                           "env.max_total_tokens and env.max_tokens_per_turn)"))
+    return errors
 
 
 class EnvConfig(BaseModel):

@@ -118,10 +118,10 @@ def _registry_errors(recipe: Recipe) -> list[tuple[str, str]]:
             errors.append((path, f"unknown {kind} {name!r}; known: {', '.join(sorted(names))}"))
 
     check("reward.type", recipe.reward.type, reward_names(), "reward")
-    if recipe.env is not None:  # no silently ignored section (rlsys.config.env.NOT_YET)
-        from rlsys.config.env import NOT_YET
+    if recipe.env is not None:  # no silently ignored section (rlsys.config.env.env_errors)
+        from rlsys.config.env import env_errors
 
-        errors.append(("env", NOT_YET))
+        errors += env_errors(recipe)
     for i, stage in enumerate(recipe.stages):
         if stage.kind in RL_KINDS:
             algo = stage.algo_or_default

@@ -373,8 +373,8 @@ class Recipe(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation.")
     env: EnvConfig | None = Field(default=None, description="Environment for multi-turn (agentic) "
-                                  "stages; not yet used by stages: multi-turn rollout is in "
-                                  "progress, so a recipe that sets it is refused.")
+                                  "RL and eval: every RL stage samples episodes in it and is "
+                                  "rewarded by it; eval runs episodes (None: single-turn).")
     stages: list[StageConfig] = Field(..., min_length=1, description="Stages, run in order.")
 
     @model_validator(mode="after")

@@ -85,6 +85,9 @@ def evaluate(ctx: RunContext, model_path: str, *, sources: list[str], k: int, te
              max_new_tokens: int, num_prompts: int | None, seed: int = 0) -> dict[str, Any]:
     """Sample, score and summarise per source (and overall) for the model at ``model_path``."""
     rollout = ctx.rollout_pool(model_path)
+    if ctx.recipe.env is not None:
+        return _evaluate_episodes(ctx, rollout, model_path, sources=sources, k=k,
+                                  temperature=temperature, num_prompts=num_prompts, seed=seed)
     reward = ctx.reward_pool()
     report: dict[str, Any] = {"model": model_path, "sources": {}}
     all_samples: list[dict[str, Any]] = []
@@ -100,6 +103,43 @@ def evaluate(ctx: RunContext, model_path: str, *, sources: list[str], k: int, te
                     "truncated": c.finish_reason == "length"}
                    for c, s in zip(completions, scores, strict=True)]
         report["sources"][name] = summarize(samples, k)
+        all_samples += samples
+    report["overall"] = summarize(all_samples, k)
+    return report
+
+
+def _evaluate_episodes(ctx: RunContext, rollout: RolloutPoolLike, model_path: str, *,
+                       sources: list[str], k: int, temperature: float,
+                       num_prompts: int | None, seed: int) -> dict[str, Any]:
+    """``evaluate`` with the recipe's ``env``: k episodes per record, graded by the
+    environment; maj@k votes on the final answers it extracted; lengths count generated
+    tokens; ``truncated`` means cut by the turn or token caps. Each source's trajectories go
+    to ``RUN_DIR/eval_samples/LABEL-SOURCE.jsonl``."""
+    from rlsys.controller.trajectories import episode_score, trajectory_metrics, trajectory_row
+
+    env = ctx.recipe.env
+    assert env is not None
+    report: dict[str, Any] = {"model": model_path, "sources": {}, "env": env.type}
+    all_samples: list[dict[str, Any]] = []
+    out_dir = ctx.run_dir / "eval_samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = Path(model_path).parent.name if Path(model_path).name == "final" else \
+        Path(model_path).name
+    for name in sources:
+        records = ctx.records(name)[:num_prompts] if num_prompts else ctx.records(name)
+        completions = generate_in_chunks(
+            rollout, records, chunk=eval_chunk(rollout, k), n=k, seed=seed,
+            progress=f"eval {name}" if ctx.recipe.logging.progress else None,
+            temperature=temperature, top_p=1.0, env=env.model_dump())
+        samples = []
+        with (out_dir / f"{label}-{name}.jsonl").open("w") as f:
+            for c in completions:
+                tr, score = c.trajectory or {}, episode_score(c)
+                samples.append({"prompt_id": (name, c.prompt_index), "correct": score.correct,
+                                "answer": tr.get("pred"), "length": sum(c.loss_mask or []),
+                                "truncated": bool(tr.get("truncated"))})
+                f.write(json.dumps(trajectory_row(c, records[c.prompt_index])) + "\n")
+        report["sources"][name] = {**summarize(samples, k), **trajectory_metrics(completions)}
         all_samples += samples
     report["overall"] = summarize(all_samples, k)
     return report

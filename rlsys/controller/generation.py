@@ -40,6 +40,15 @@ class RolloutPoolLike(Protocol):
         """One shard's completions, ``prompt_index`` global."""
         ...
 
+    def episodes_async(self, records: Sequence[Any], **sampling: Any) -> list[Any]:
+        """Start multi-turn episodes (``env`` in ``sampling``); one pending shard per worker."""
+        ...
+
+    def wait_episodes(self, shard: Any, **sampling: Any) -> list[Completion]:
+        """One shard's trajectories (``Completion`` with ``trajectory``), ``prompt_index``
+        global."""
+        ...
+
     def sync_weights(self, state: Any) -> int:
         """Push new weights; returns the new version."""
         ...
@@ -76,7 +85,8 @@ def generate_in_chunks(rollout: RolloutPoolLike, prompts: Sequence[Any], *, chun
 
     Chunk ``i`` is seeded ``seed + its first index`` and its ``prompt_index`` values are made
     global, so completions come back in prompt order. ``progress`` (a description) shows a
-    bar of prompts done when there is more than one chunk.
+    bar of prompts done when there is more than one chunk. With ``env`` in ``sampling`` the
+    prompts are records and each chunk runs multi-turn episodes (``rollout.episodes_async``).
     """
     if chunk < 1:
         raise ValueError(f"generate_in_chunks: chunk must be >= 1, got {chunk}")
@@ -91,8 +101,13 @@ def generate_in_chunks(rollout: RolloutPoolLike, prompts: Sequence[Any], *, chun
     try:
         for start in range(0, len(prompts), chunk):
             part = list(prompts[start:start + chunk])
-            done = rollout.generate(part, n=n, seed=None if seed is None else seed + start,
-                                    **sampling)
+            part_seed = None if seed is None else seed + start
+            if "env" in sampling:
+                done = [c for shard in rollout.episodes_async(part, n=n, seed=part_seed,
+                                                              **sampling)
+                        for c in rollout.wait_episodes(shard, n=n, seed=part_seed, **sampling)]
+            else:
+                done = rollout.generate(part, n=n, seed=part_seed, **sampling)
             for completion in done:
                 completion.prompt_index += start
             completions += done

@@ -40,6 +40,7 @@ from rlsys.controller.generation import RewardPoolLike, RolloutPoolLike, reward_
 from rlsys.controller.learners import LearnerGroupLike, Learners, split_rows, stage_lora
 from rlsys.controller.metrics import plot_curves, stage_logger
 from rlsys.controller.phases import PhaseTimer
+from rlsys.controller.trajectories import episode_score, trajectory_metrics, trajectory_row
 from rlsys.types import PolicyLossSpec
 
 if TYPE_CHECKING:
@@ -107,12 +108,15 @@ class RLStage:
 
     def __init__(self, ctx: RunContext, stage: StageConfig, *, policy: LearnerGroupLike,
                  reference: LearnerGroupLike | None, critic: LearnerGroupLike | None,
-                 rollout: RolloutPoolLike, reward: RewardPoolLike, pad_id: int) -> None:
+                 rollout: RolloutPoolLike, reward: RewardPoolLike | None, pad_id: int) -> None:
         from rlsys.data.mixture import MixtureSampler
 
         self.ctx, self.stage, self.algo = ctx, stage, stage.algo_or_default
         self.rc, self.recipe = ctx.recipe.rollout, ctx.recipe
-        self.loss_spec = policy_loss_spec(self.algo, norm_len=self.rc.max_new_tokens)
+        # multi-turn: the recipe's env (episodes scored by the environment, no reward pool)
+        self.env = ctx.recipe.env
+        self.loss_spec = policy_loss_spec(self.algo, norm_len=self.rc.max_new_tokens
+                                          if self.env is None else self.env.max_total_tokens)
         self.pad_id = pad_id
         # LoRA: the reference is the policy with its adapters disabled (``reference`` None)
         self.policy, self.reference, self.critic = policy, reference, critic
@@ -145,8 +149,8 @@ class RLStage:
                            value_head=True, name="critic", lora=lora)
                   if stage.estimator in ("gae", "gae_whitened") else None)
         return cls(ctx, stage, policy=policy, reference=reference, critic=critic,
-                   rollout=ctx.rollout_pool(model_path), reward=ctx.reward_pool(),
-                   pad_id=pad_id)
+                   rollout=ctx.rollout_pool(model_path),
+                   reward=ctx.reward_pool() if ctx.recipe.env is None else None, pad_id=pad_id)
 
     # ------------------------------------------------------------------ resume / checkpoint
     def _resume(self) -> int:
@@ -190,20 +194,33 @@ class RLStage:
                 (next(self.sampler) for _ in range(count))]
 
     def start_generation(self, records: list[dict], seed: int) -> Pending:
-        """Launch sampling of ``n`` responses per prompt: pending shards, records, and the
-        policy version generating them."""
+        """Launch sampling of ``n`` responses (multi-turn: episodes) per prompt: pending
+        shards, records, and the policy version generating them."""
+        if self.env is not None:
+            return (self.rollout.episodes_async(records, seed=seed, **self._sampling()),
+                    records, self.version)
         pending = self.rollout.generate_async(
-            [r["prompt"] for r in records], n=self.rc.n, temperature=self.rc.temperature,
-            top_p=self.rc.top_p, max_new_tokens=self.rc.max_new_tokens, seed=seed)
+            [r["prompt"] for r in records], seed=seed, **self._sampling())
         return pending, records, self.version
+
+    def _sampling(self) -> dict[str, Any]:
+        """The rollout keywords of a shard (also what a retried shard is re-sent with)."""
+        common = dict(n=self.rc.n, temperature=self.rc.temperature, top_p=self.rc.top_p)
+        if self.env is not None:
+            return {**common, "env": self.env.model_dump()}
+        return {**common, "max_new_tokens": self.rc.max_new_tokens}
 
     def finish_generation(self, pending: list, records: list[dict], version: int,
                           timer: PhaseTimer) -> Batch:
         """Wait for each generation shard and score it as soon as it lands (overlap)."""
-        sampling = dict(n=self.rc.n, temperature=self.rc.temperature, top_p=self.rc.top_p,
-                        max_new_tokens=self.rc.max_new_tokens)
+        sampling = self._sampling()
         completions, score_refs = [], []
         with timer("generate"):
+            if self.env is not None or self.reward is None:  # the environment scored them
+                completions = [c for shard in pending
+                               for c in self.rollout.wait_episodes(shard, **sampling)]
+                return Batch(completions, [episode_score(c) for c in completions], records,
+                             version)
             for shard in pending:
                 done = self.rollout.wait_shard(shard, **sampling)
                 score_refs.append(self.reward.score_async(reward_items(records, done),
@@ -290,6 +307,9 @@ class RLStage:
         with (self.dir / "samples.jsonl").open("a") as f:
             for c, score in list(zip(batch.completions, batch.scores, strict=True))[:count]:
                 record = batch.records[c.prompt_index]
+                if c.trajectory is not None:  # multi-turn: the whole episode
+                    f.write(json.dumps({"step": self.step, **trajectory_row(c, record)}) + "\n")
+                    continue
                 f.write(json.dumps({"step": self.step, "prompt": record["prompt"],
                                     "response": c.text, "answer": record.get("answer"),
                                     "reward": score.value, "error": score.error,
@@ -345,7 +365,7 @@ def batch_metrics(batch: Batch, exp: Experience) -> dict[str, float]:
         "response_length/truncated": sum(c.finish_reason == "length" for c in batch.completions)
         / max(len(batch.completions), 1),
         "groups": float(len(set(batch.group_ids))), "samples": float(len(batch.completions)),
-        "staleness": 0.0,
+        "staleness": 0.0, **trajectory_metrics(batch.completions),
     }
 
 
