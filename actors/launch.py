@@ -25,6 +25,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from actors.collective import WeightSender
+from actors.collective_sync import CollectiveSync
 from actors.errors import WorkerError
 from actors.reward_worker import RewardWorker
 from actors.rollout import RolloutWorker
@@ -150,7 +152,8 @@ class RolloutPool(_Pool):
                  num_gpus: float = 0, timeout_s: float = 600.0) -> None:
         kwargs = {"engine_kwargs": engine_kwargs or {}, "chat_template": chat_template,
                   "system_prompt": system_prompt}
-        self._weights: tuple[Any, int] | None = None  # (payload ref, version)
+        self._weights: tuple[Any, int] | None = None  # (payload ref | None: collective, version)
+        self._collective: CollectiveSync | None = None  # driver-free sync (sync_collective)
         super().__init__(RolloutWorker, num, (engine, model_path), kwargs, num_cpus=num_cpus,
                          num_gpus=num_gpus, timeout_s=timeout_s)
 
@@ -162,6 +165,9 @@ class RolloutPool(_Pool):
     def _after_restart(self, index: int) -> None:
         if self._weights is not None:
             ref, version = self._weights
+            if ref is None and self._collective is not None:  # rank 0 re-sends over a new group
+                self._collective.push(version, [index])
+                return
             self._get(index, self.handles[index].update_weights.remote(ref, version), "sync")
 
     def generate_async(self, prompts: Sequence[Any], **sampling: Any) -> list[PendingShard]:
@@ -226,6 +232,21 @@ class RolloutPool(_Pool):
         for i, ref in enumerate(refs):
             shard = PendingShard(i, 0, [self._weights[0], version], ref)
             self._resolve(shard, "update_weights", "sync", {})
+        return version
+
+    def sync_collective(self, sender: WeightSender, *, bucket_bytes: int = 256 << 20,
+                        backend: str = "gloo") -> int:
+        """Driver-free sync: learner rank 0 (``sender``) broadcasts its weights to every worker
+        over a weight group (``actors.collective_sync``); returns the new version. A restarted
+        worker re-joins (a new group epoch) and gets the same weights and version."""
+        if self._collective is None or self._collective.sender is not sender or \
+                (self._collective.bucket_bytes, self._collective.backend) != (bucket_bytes,
+                                                                              backend):
+            self._collective = CollectiveSync(self, sender, bucket_bytes=bucket_bytes,
+                                              backend=backend)
+        version = self.weights_version + 1
+        self._collective.push(version)
+        self._weights = (None, version)
         return version
 
 

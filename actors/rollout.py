@@ -7,6 +7,7 @@ not score, batch across workers, or keep any training state beyond a weights ver
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -178,6 +179,55 @@ class RolloutWorker:
 
         files = sorted(Path(self.model_path).glob("*.safetensors"))
         return {k: v for f in files for k, v in load_file(str(f)).items()}
+
+    def join_weight_group(self, spec: dict[str, Any], rank: int) -> int:
+        """Join the driver-free weight group (``actors.collective``) as ``rank``, dropping any
+        earlier group; blocks until every member joined. Returns the group's epoch."""
+        from actors.collective import GroupSpec, WeightGroup
+
+        old = getattr(self, "_weight_group", None)
+        if old is not None:
+            old.close()
+        group = WeightGroup(GroupSpec(**spec), rank)
+        device = getattr(self.engine, "device", None) if group.spec.backend == "nccl" else None
+        self._weight_group = group.join(device)
+        return self._weight_group.spec.epoch
+
+    def receive_weights(self, version: int) -> int:
+        """Receive weights broadcast by learner rank 0 over the weight group and load them;
+        returns ``version``. Full weights go into an engine that applies adapters (HF) bucket
+        by bucket; other engines (vLLM) get them whole; an adapter-only payload (``meta
+        ["lora"]``) goes through ``_load_adapter`` as in ``update_weights``."""
+        from actors.collective import CollectiveError, receive_state
+
+        group = getattr(self, "_weight_group", None)
+        if group is None:
+            raise CollectiveError("receive_weights before join_weight_group")
+        start = time.perf_counter()
+        # gloo buckets arrive in CPU memory (the engine copies them to its device); NCCL ones
+        # on the engine's GPU
+        device = self.engine.device if group.spec.backend == "nccl" else "cpu"  # type: ignore[attr-defined]
+        stream = receive_state(group, device)
+        meta, first = next(stream)
+        meta = meta or {}
+        if int(meta.get("version", version)) != version:
+            raise CollectiveError(f"receive_weights: expected version {version}, the sender "
+                                  f"sent {meta.get('version')}")
+        per_bucket = meta.get("lora") is None and self._engine_applies_adapters()
+        whole: dict[str, torch.Tensor] = {}
+        for tensors in itertools.chain([first], (bucket for _, bucket in stream)):
+            if per_bucket:
+                self.engine.load_weights(tensors)
+            else:  # kept past their bucket: copy out of it
+                whole.update((name, t.clone()) for name, t in tensors)
+        if meta.get("lora") is not None:
+            self._load_adapter(whole, meta["lora"])
+        elif not per_bucket:
+            self._full = whole
+            self.engine.load_weights(whole.items())
+        self.last_load_s = time.perf_counter() - start
+        self.weights_version = int(version)
+        return self.weights_version
 
     def score_logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]]

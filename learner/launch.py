@@ -78,6 +78,25 @@ class _GroupMixin:
         """Full weights gathered on rank 0 (every rank takes part)."""
         return self.call("state_dict_for_sync", dtype)[0]
 
+    # the actors.collective.WeightSender side of a driver-free weight sync
+    def open_weight_group(self, world_size: int, epoch: int, backend: str,
+                          timeout_s: float) -> dict[str, Any]:
+        """Rank 0 hosts a new weight group's store and returns its spec. Rank 0 runs on the
+        driver's node (``LearnerGroup`` pins it), so the driver's node address is rank 0's."""
+        import ray
+
+        address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        return self.call("open_weight_group", address, world_size, epoch, backend, timeout_s)[0]
+
+    def join_weight_group(self, spec: dict[str, Any]) -> None:
+        """Rank 0 joins the group (blocks until every rollout worker has joined)."""
+        self.call("join_weight_group", spec)
+
+    def send_weights(self, version: int, bucket_bytes: int) -> dict[str, float]:
+        """Every rank gathers, rank 0 broadcasts in buckets (a LoRA learner: the adapter only);
+        rank 0's send statistics."""
+        return self.call("send_weights", version, bucket_bytes)[0]
+
     def save_checkpoint(
         self, path: str, *, extra_state: dict[str, Any] | None = None, training_state: bool = True
     ) -> None:

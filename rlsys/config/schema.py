@@ -143,6 +143,14 @@ class RolloutConfig(Strict):
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(default=64, ge=1, description="Max response tokens.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra engine args.")
+    weight_sync: Literal["auto", "collective", "ipc", "object_store"] = Field(
+        default="auto", description="How learner weights reach the workers: collective = "
+        "learner rank 0 broadcasts buckets (gloo on CPU, NCCL on GPU), never via the driver; "
+        "object_store = through the driver and Ray's object store; ipc = CUDA IPC (colocated "
+        "GPU only); auto = collective (README: Weight sync).")
+    weight_sync_bucket_mb: float = Field(
+        default=256.0, gt=0, description="Bucket size of a collective weight sync (MB): the "
+        "sender's extra memory.")
 
 
 class RewardConfig(Strict):

@@ -184,6 +184,20 @@ class Learners:
         adapter, layout = self.group.call("adapter_for_sync")[0]
         return pack_state_dict(adapter, meta={"lora": layout})
 
+    # the actors.collective.WeightSender side of a driver-free sync (actors.collective_sync)
+    def open_weight_group(self, world_size: int, epoch: int, backend: str,
+                          timeout_s: float) -> dict[str, Any]:
+        """Rank 0 hosts a new weight group's store; returns its spec."""
+        return self.group.open_weight_group(world_size, epoch, backend, timeout_s)
+
+    def join_weight_group(self, spec: dict[str, Any]) -> None:
+        """Rank 0 joins the group (blocks until every rollout worker has joined)."""
+        self.group.join_weight_group(spec)
+
+    def send_weights(self, version: int, bucket_bytes: int) -> dict[str, float]:
+        """Every rank gathers, rank 0 broadcasts (the adapter alone with LoRA)."""
+        return self.group.send_weights(version, bucket_bytes)
+
     def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
                         training_state: bool = True) -> str:
         """Save an HF dir + training state (atomic) at ``path``; ``training_state=False``

@@ -139,6 +139,11 @@ class RLStage:
         from rlsys.modeling import load_tokenizer
 
         algo = stage.algo_or_default
+        from actors.collective_sync import resolve_weight_sync
+
+        rc = ctx.recipe.rollout  # refuse a weight_sync the hardware cannot do before starting
+        resolve_weight_sync(rc.weight_sync, learner_gpus=ctx.recipe.learner.num_gpus_per_rank,
+                            rollout_gpus=rc.num_gpus_per_worker, pool_can_join=True)
         pad_id = load_tokenizer(model_path).pad_token_id
         updates = stage.steps * algo.ppo_epochs * algo.num_minibatches
         lora = stage_lora(ctx.recipe, stage)
@@ -316,9 +321,23 @@ class RLStage:
                                     "finish_reason": c.finish_reason}) + "\n")
 
     def sync(self, timer: PhaseTimer) -> None:
-        """Push the updated policy weights (LoRA: the adapter only) to the rollout workers."""
+        """Push the updated policy weights (LoRA: the adapter only) to the rollout workers, the
+        way ``rollout.weight_sync`` resolves (``actors.collective_sync``): learner rank 0
+        broadcasts (collective), or through the driver and the object store."""
+        from actors.collective_sync import resolve_weight_sync
+
+        pool: Any = self.rollout  # a real RolloutPool can also sync_collective
+        transport, backend = resolve_weight_sync(
+            self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
+            rollout_gpus=self.rc.num_gpus_per_worker,
+            pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
         with timer("sync"):
-            self.version = self.rollout.sync_weights(self.policy.weights_for_sync())
+            if transport == "collective":  # learner rank 0 -> workers; never via the driver
+                self.version = pool.sync_collective(
+                    self.policy, backend=backend,
+                    bucket_bytes=int(self.rc.weight_sync_bucket_mb * 2**20))
+            else:
+                self.version = pool.sync_weights(self.policy.weights_for_sync())
         self.ctx.mark_rollout_weights(f"{self.stage.name}@{self.step}")
 
     def close(self) -> dict[str, Any]:
