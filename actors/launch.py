@@ -249,6 +249,53 @@ class RolloutPool(_Pool):
         self._weights = (None, version)
         return version
 
+    # ------------------------------------------------------------------ async mode
+    def publish_weights(self, state: Mapping[str, Any] | PackedState) -> int:
+        """Async mode: make ``state`` the pool's newest weights without waiting for the
+        workers (``ray.put`` once, posted on the pool's ``WeightsBoard``); a worker loads them
+        before its next chunk of ``generate_partial_async`` (or ``pull_weights``). Returns the
+        new version; a restarted worker gets these weights like after ``sync_weights``."""
+        payload = state if isinstance(state, PackedState) else pack_state_dict(state)
+        version = self.weights_version + 1
+        self._weights = (ray.put(payload), version)
+        ray.get(self._board().post.remote(version, [self._weights[0]]), timeout=self.timeout_s)
+        return version
+
+    def generate_partial_async(self, prompts: Sequence[Any], *, chunk_tokens: int,
+                               **sampling: Any) -> list[PendingShard]:
+        """Start partial-rollout generation (``RolloutWorker.generate_partial``): one shard of
+        ``prompts`` per worker, ``chunk_tokens`` per chunk, new published weights loaded
+        between chunks. Wait with ``wait_shard``; a dead worker's retry there runs plain
+        ``generate`` on the restarted worker's (newest) weights, without ``token_versions``."""
+        source, shards = self._board_source(), []
+        for worker, (start, end) in enumerate(shard_bounds(len(prompts), len(self.handles))):
+            kwargs = self._shard_kwargs(sampling, start)
+            ref = self.handles[worker].generate_partial.remote(
+                list(prompts[start:end]), weights_source=source, chunk_tokens=chunk_tokens,
+                **kwargs)
+            shards.append(PendingShard(worker, start, [list(prompts[start:end])], ref))
+        return shards
+
+    def pull_weights(self) -> list[int]:
+        """Every worker loads the newest published weights now (end of an async stage, so the
+        next use of the pool sees them); returns each worker's version."""
+        source = self._board_source()
+        refs = [h.pull_weights.remote(source) for h in self.handles]
+        return [self._resolve(PendingShard(i, 0, [source], ref), "pull_weights", "sync", {})
+                for i, ref in enumerate(refs)]
+
+    def _board(self) -> Any:
+        """The pool's ``WeightsBoard`` actor (started on first use; no CPUs reserved)."""
+        if getattr(self, "_board_handle", None) is None:
+            self._board_handle = ray.remote(num_cpus=0)(WeightsBoard).remote()
+            if self._weights is not None:  # weights synced before async mode started
+                ray.get(self._board_handle.post.remote(self._weights[1], [self._weights[0]]),
+                        timeout=self.timeout_s)
+        return self._board_handle
+
+    def _board_source(self) -> BoardSource:
+        return BoardSource(self._board(), self.timeout_s)
+
 
 class RewardPool(_Pool):
     """``num`` Ray ``RewardWorker`` actors scoring ``RewardItem`` shards in parallel."""
@@ -296,3 +343,33 @@ def launch_reward_workers(num: int, reward_spec: dict[str, Any] | list[dict[str,
                           num_cpus: float = 1, **kwargs: Any) -> RewardPool:
     """Start ``num`` reward actors (Ray must be initialised); ``kwargs`` go to ``RewardPool``."""
     return RewardPool(num, reward_spec, num_cpus=num_cpus, **kwargs)
+
+class WeightsBoard:
+    """The newest published weights of a rollout pool: ``(version, [payload ref])``. The ref
+    sits in a list so Ray passes it on as a ref, not as the (large) payload."""
+
+    def __init__(self) -> None:
+        self.version, self.refs = 0, []
+
+    def post(self, version: int, refs: list[Any]) -> None:
+        """Publish ``version`` (its payload ref in ``refs``); an older version is ignored."""
+        if version > self.version:
+            self.version, self.refs = version, refs
+
+    def latest(self) -> tuple[int, list[Any]]:
+        """The newest ``(version, [payload ref])``; ``(0, [])`` before any post."""
+        return self.version, self.refs
+
+
+class BoardSource:
+    """A rollout worker's ``WeightsSource`` reading a ``WeightsBoard`` (picklable: an actor
+    handle and a deadline): newer weights as ``(version, payload)``, else None."""
+
+    def __init__(self, board: Any, timeout_s: float) -> None:
+        self.board, self.timeout_s = board, timeout_s
+
+    def __call__(self, known: int) -> tuple[int, Any] | None:
+        version, refs = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
+        if version <= known or not refs:
+            return None
+        return version, ray.get(refs[0], timeout=self.timeout_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -21,6 +21,9 @@ from actors.weight_sync import PackedState, unpack_state_dict
 from rlsys.types import Completion
 
 Prompt = str | list[dict[str, str]] | list[int]
+#: partial rollouts: called with the loaded weights version, returns ``(version, payload)`` of
+#: newer weights or None (``actors.launch.BoardSource`` reads the pool's published weights)
+WeightsSource = Callable[[int], "tuple[int, Any] | None"]
 
 
 class RolloutWorker:
@@ -234,6 +237,68 @@ class RolloutWorker:
     ) -> list[list[float]]:
         """Teacher-forced raw log-probs of each response under the current weights."""
         return self.engine.score_logprobs(prompt_ids, response_ids)
+
+    def generate_partial(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        weights_source: WeightsSource | None,
+        chunk_tokens: int,
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        stop_token_ids: Sequence[int] = (),
+    ) -> list[Completion]:
+        """Partial rollouts: like ``generate``, but ``chunk_tokens`` at a time, and before each
+        chunk the newest weights ``weights_source`` offers are loaded (``pull_weights``), so a
+        generation in flight when new weights arrive continues on them. Each completion's
+        ``token_versions`` holds the weights version of every response token and ``logprobs``
+        the log-prob under those weights (what truncated IS needs).
+
+        A chunk after the first continues each unfinished sample from ``prompt + response so
+        far`` with ``n=1`` and seed ``seed + chunk * 1_000_003``. Weights change only between
+        chunks, in this (single) thread: the engine is never touched by two calls at once.
+        """
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        def sample(ids: list[list[int]], n: int, seed: int | None, budget: int) -> list[Completion]:
+            return self.engine.generate(ids, n=n, temperature=temperature, top_p=top_p,
+                                        max_new_tokens=budget, seed=seed,
+                                        stop_token_ids=list(stop_token_ids))
+
+        version = self.pull_weights(weights_source)
+        out = sample(self.encode(prompts), n, seed, min(chunk_tokens, max_new_tokens))
+        for c in out:
+            c.token_versions = [version] * len(c.response_ids)
+        for chunk in itertools.count(1):
+            # a sample stopped by length before max_new_tokens is unfinished (all have one length)
+            open_ = [c for c in out
+                     if c.finish_reason == "length" and len(c.response_ids) < max_new_tokens]
+            if not open_:
+                break
+            version = self.pull_weights(weights_source)
+            budget = min(chunk_tokens, max_new_tokens - len(open_[0].response_ids))
+            more = sample([list(c.prompt_ids) + list(c.response_ids) for c in open_], 1,
+                          None if seed is None else seed + chunk * 1_000_003, budget)
+            for c, m in zip(open_, more, strict=True):
+                c.response_ids = list(c.response_ids) + list(m.response_ids)
+                c.logprobs = list(c.logprobs) + list(m.logprobs)
+                c.token_versions = (c.token_versions or []) + [version] * len(m.response_ids)
+                c.finish_reason = m.finish_reason
+        for c in out:
+            c.text = self.tokenizer.decode(c.response_ids, skip_special_tokens=True)
+        return out
+
+    def pull_weights(self, weights_source: WeightsSource | None) -> int:
+        """Load the weights ``weights_source(current version)`` offers (None: nothing newer);
+        return the weights version now loaded."""
+        newer = weights_source(self.weights_version) if weights_source is not None else None
+        if newer is not None:
+            version, payload = newer
+            self.update_weights(payload, version)
+        return self.weights_version
 
     def ping(self) -> dict[str, Any]:
         """Liveness and identity: pid, engine, model path, weights version, last load time."""

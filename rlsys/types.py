@@ -67,6 +67,9 @@ class Completion:
             the last generated token of a turn; they sum to the episode's reward.
         trajectory: multi-turn only: the episode's messages, turns, tool calls and rewards
             (``actors.episodes``), for metrics and ``samples.jsonl``.
+        token_versions: the rollout pool's weights version that generated each response token
+            (same length as ``response_ids``; partial rollouts switch weights between chunks,
+            see ``RolloutWorker.generate_partial``); None when the engine did not record it.
     """
 
     prompt_index: int
@@ -78,6 +81,7 @@ class Completion:
     loss_mask: list[bool] | None = None
     turn_rewards: list[tuple[int, float]] | None = None
     trajectory: dict[str, Any] | None = None
+    token_versions: list[int] | None = None
 
 
 @dataclass

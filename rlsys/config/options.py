@@ -47,16 +47,31 @@ class AlgoConfig(Strict):
     overlong_penalty: float = Field(
         default=1.0, ge=0, description="Max penalty of overlong shaping.")
     async_rollout: bool = Field(
-        default=False, description="Overlap generation of step t+1 with training.")
-    max_staleness: int = Field(default=1, description="Policy versions an async batch lags; only 1 "
-                                              "(bounded staleness > 1 is not implemented).")
+        default=False, description="Rollout workers generate into a bounded buffer while the "
+        "learner trains; weights reach them between chunks (rlsys.controller.async_rollout).")
+    max_staleness: int = Field(
+        default=1, ge=1, le=64, description="Async: a sample generated (in part) by a policy "
+        "more than this many versions older than the one training is dropped and counted "
+        "(async/dropped_stale); the rest are corrected by tis_cap.")
+    async_buffer: int | None = Field(
+        default=None, ge=1, le=64, description="Async: generations (prompts_per_step prompts "
+        "each) kept in flight across the rollout pool (None: max_staleness).")
+    partial_rollout_chunk: int = Field(
+        default=0, ge=0, description="Async: tokens generated between weight pulls, so a "
+        "generation in flight continues on new weights (partial rollouts; each token's "
+        "version is recorded); 0: a response keeps the weights it started with.")
 
     @model_validator(mode="after")
     def _rules(self) -> AlgoConfig:
-        if self.max_staleness != 1:
-            raise ValueError(f"max_staleness: only 1 is supported (async_rollout generates step "
-                             f"t+1 with the weights of step t); bounded staleness > 1 is not "
-                             f"implemented yet, got {self.max_staleness}")
+        if not self.async_rollout:
+            extra = [k for k in ("async_buffer", "partial_rollout_chunk")
+                     if getattr(self, k)] + (["max_staleness"] if self.max_staleness != 1 else [])
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only used with async_rollout: true")
+        elif self.max_staleness > 1 and self.tis_cap is None:
+            raise ValueError(f"max_staleness: {self.max_staleness} trains on samples up to "
+                             f"{self.max_staleness} policy versions old; set tis_cap (e.g. 2.0) "
+                             f"so truncated importance sampling corrects them")
         return self
 
 

@@ -10,8 +10,9 @@
         policy (and critic) update: epochs x minibatches            (phase "train")
         weights -> rollout workers                                  (phase "sync")
 
-Async mode generates step t+1 with the weights of step t while step t trains (staleness 1, the
-truncated-IS correction accounts for the lag). Every remote call has a timeout and names the
+Async mode (``rlsys.controller.async_rollout``) keeps generations in flight while the learner
+trains, drops samples more than ``max_staleness`` versions old and lets truncated IS correct
+the rest. Every remote call has a timeout and names the
 worker and phase on failure (``actors.launch`` / ``learner.launch``); a dead rollout or reward
 worker is restarted and its shard retried there. Checkpoints every N steps; a re-run resumes
 model, optimizer, sampler position and step exactly.
@@ -403,16 +404,14 @@ def train_rl(run: RLStage) -> dict[str, Any]:
     collect, prepare, update, sync, log, checkpoint; then ``run.close()``."""
     ctx, stage = run.ctx, run.stage
     every = ctx.recipe.checkpoint.every_n_steps
-    prefetch = None
+    feed = None
+    if run.algo.async_rollout:  # generations stay in flight while the learner trains
+        from rlsys.controller.async_rollout import AsyncFeed
+
+        feed = AsyncFeed(run, seed_for=lambda i: step_seed(ctx.recipe.seed, i))
     while run.step < stage.steps:
         timer, t0 = PhaseTimer(), time.monotonic()
-        batch = run.collect(run.step + 1, timer, prefetch)
-        prefetch, run.sampler_before_prefetch = None, None
-        if run.algo.async_rollout and run.step + 1 < stage.steps:
-            # generation of step t+1 runs on the current (soon stale) weights while we train
-            run.sampler_before_prefetch = run.sampler.state_dict()
-            prefetch = run.start_generation(run.draw_prompts(run.rc.prompts_per_step),
-                                            step_seed(ctx.recipe.seed, run.step + 2))
+        batch = feed.next_batch(timer) if feed else run.collect(run.step + 1, timer)
         run.step += 1
         if not batch.completions:
             run.logger.note(f"[{stage.name}] step {run.step}: no informative group; skipped")
@@ -421,7 +420,11 @@ def train_rl(run: RLStage) -> dict[str, Any]:
         exp = run.prepare(batch, timer)
         metrics = {**batch_metrics(batch, exp), **run.update(exp, timer)}
         metrics["staleness"] = float(run.version - batch.version)
-        run.sync(timer)
+        if feed:
+            metrics.update(feed.metrics(batch))
+            feed.sync(timer)
+        else:
+            run.sync(timer)
         step_s = time.monotonic() - t0
         generated = float(exp.tokens.mask.sum())
         metrics.update(timer.metrics(step_s))
@@ -434,4 +437,6 @@ def train_rl(run: RLStage) -> dict[str, Any]:
             run.save(str(checkpoint_dir(run.dir / "ckpt", run.step)))
             prune_checkpoints(run.dir / "ckpt", ctx.recipe.checkpoint.keep_last)
             prune_checkpoints(run.dir / "critic", ctx.recipe.checkpoint.keep_last)
+    if feed:
+        feed.close()
     return run.close()

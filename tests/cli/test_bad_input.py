@@ -88,7 +88,7 @@ CASES = {
                            ["data.sources.0", "unknown canonical name", "question"]),
     "max_staleness": ({"stages": [{"name": "grpo", "kind": "grpo",
                                    "algo": {"async_rollout": True, "max_staleness": 2}}]}, {},
-                      None, ["stages.0.algo", "max_staleness", "only 1"]),
+                      None, ["stages.0.algo", "max_staleness", "set tis_cap"]),
     "eval_every": ({"stages": [{"name": "grpo", "kind": "grpo", "eval_every": 2}]}, {}, None,
                    ["stages.0", "eval_every", "not supported"]),
     "rl_batch_size": ({"stages": [{"name": "grpo", "kind": "grpo", "batch_size": 4}]}, {}, None,

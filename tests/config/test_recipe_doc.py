@@ -123,8 +123,8 @@ def test_schema_lists_match_the_data_layer():
 @pytest.mark.parametrize("change,field,reason", [
     ({"eval_every": 2}, "stages.0", "eval_every: not supported"),
     ({"batch_size": 4}, "stages.0", "set rollout.prompts_per_step"),
-    ({"algo": {"max_staleness": 2, "async_rollout": True}}, "stages.0.algo", "only 1"),
-    ({"algo": {"max_staleness": 0}}, "stages.0.algo", "only 1"),
+    ({"algo": {"max_staleness": 2, "async_rollout": True}}, "stages.0.algo", "set tis_cap"),
+    ({"algo": {"max_staleness": 2}}, "stages.0.algo", "only used with async_rollout"),
 ])
 def test_unimplemented_fields_are_refused_with_a_reason(change, field, reason):
     data = {**GRPO, "stages": [{**GRPO["stages"][0], **change}]}

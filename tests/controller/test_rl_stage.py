@@ -55,6 +55,16 @@ class FakeRollout:
         self.synced.append(state)
         return self._version
 
+    # async mode (rlsys.controller.async_rollout): the same script, weights published
+    def generate_partial_async(self, prompts, *, chunk_tokens, **sampling):
+        return self.generate_async(prompts, **sampling)
+
+    def publish_weights(self, state) -> int:
+        return self.sync_weights(state)
+
+    def pull_weights(self):
+        return [self._version]
+
 
 class FakeReward:
     """``RewardPool`` scoring a response by its text ("0"/"1"); keeps every item it saw."""
