@@ -24,14 +24,16 @@ WEIGHT_SYNC_MODES = ("auto", "collective", "ipc", "object_store")
 
 
 def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
-                        pool_can_join: bool) -> tuple[str, str | None]:
+                        pool_can_join: bool, engine: str = "hf") -> tuple[str, str | None]:
     """``(transport, backend)`` for ``rollout.weight_sync = mode``: ``("collective", "gloo" |
     "nccl")`` or ``("object_store", None)``.
 
     ``auto`` picks the collective whenever the pool's workers can join one (a real Ray
-    ``RolloutPool``), NCCL when learner and rollout workers both hold GPUs and gloo otherwise;
-    it never picks ``ipc`` (colocation on one GPU is not modelled by the recipe). ``ipc`` is
-    refused: on CPU there is no CUDA IPC, and on GPU the colocated path
+    ``RolloutPool``): NCCL when learner and rollout workers both hold GPUs and the engine is
+    ``hf`` (the rollout actor itself holds the model), gloo otherwise (a vLLM engine's GPU
+    workers are separate processes: its actor receives in host memory and loads through
+    vLLM). It never picks ``ipc`` (colocation on one GPU is not modelled by the recipe);
+    ``ipc`` is refused: on CPU there is no CUDA IPC, and on GPU the colocated path
     (``actors.weight_sync.cuda_ipc_handles``) is not wired into the loop yet.
     """
     if mode not in WEIGHT_SYNC_MODES:
@@ -46,7 +48,7 @@ def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
     if not pool_can_join:
         raise ValueError("rollout.weight_sync=collective needs a Ray RolloutPool whose workers "
                          "can join a weight group (this pool has no sync_collective)")
-    return "collective", "nccl" if learner_gpus and rollout_gpus else "gloo"
+    return "collective", "nccl" if learner_gpus and rollout_gpus and engine == "hf" else "gloo"
 
 
 class CollectiveSync:

@@ -330,7 +330,7 @@ class RLStage:
         pool: Any = self.rollout  # a real RolloutPool can also sync_collective
         transport, backend = resolve_weight_sync(
             self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
-            rollout_gpus=self.rc.num_gpus_per_worker,
+            rollout_gpus=self.rc.num_gpus_per_worker, engine=self.rc.engine,
             pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
         with timer("sync"):
             if transport == "collective":  # learner rank 0 -> workers; never via the driver

@@ -100,6 +100,8 @@ def test_weight_sync_modes_resolve_per_hardware():
     gpu = {"learner_gpus": 1.0, "rollout_gpus": 0.5}
     assert resolve_weight_sync("auto", pool_can_join=True, **cpu) == ("collective", "gloo")
     assert resolve_weight_sync("auto", pool_can_join=True, **gpu) == ("collective", "nccl")
+    assert resolve_weight_sync("auto", pool_can_join=True, engine="vllm", **gpu) == \
+        ("collective", "gloo")  # vLLM's GPU workers are not the actor: host memory
     assert resolve_weight_sync("auto", pool_can_join=False, **gpu) == ("object_store", None)
     assert resolve_weight_sync("collective", pool_can_join=True, learner_gpus=1.0,
                                rollout_gpus=0.0) == ("collective", "gloo")
