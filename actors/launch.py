@@ -8,6 +8,9 @@ the pool, the worker (index, pid), the phase (``"generate"``, ``"score"``, ``"sy
 rollout-0.log``: each actor is named ``POOL-INDEX`` through its runtime env, see
 ``rlsys.worker_logs``). A worker that died (``ray.exceptions.RayActorError``) is restarted
 once -- with the latest weights re-applied for rollout workers -- and its shard retried.
+With a placement (``rlsys.placement``: custom resources, node labels) every spawn and restart
+uses it, prints one ``[placement]`` line, and waits for the new actor at most the call
+timeout (soft ``prefer_labels`` let the workers of a lost node come back on other nodes).
 
 Async overlap: ``RolloutPool.generate_async`` and ``RewardPool.score_async`` return
 ``PendingShard`` objects (each holds an ``ObjectRef``); the RL controller waits for each
@@ -18,6 +21,7 @@ This module does not decide what to generate or how to use scores (that is the c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +37,7 @@ from actors.rollout import RolloutWorker
 from actors.weight_sync import PackedState, pack_state_dict
 from rewards import RewardItem, Score
 from rlsys import worker_logs
+from rlsys.placement import node_address, placement_line, placement_options
 from rlsys.types import Completion
 
 
@@ -64,11 +69,16 @@ class _Pool:
     name = "pool"
 
     def __init__(self, cls: type, num: int, args: tuple, kwargs: dict[str, Any], *,
-                 num_cpus: float, timeout_s: float, num_gpus: float = 0) -> None:
+                 num_cpus: float, timeout_s: float, num_gpus: float = 0,
+                 placement: dict[str, Any] | None = None) -> None:
         if num < 1:
             raise ValueError(f"{self.name}: num workers must be >= 1, got {num}")
         # Ray hides GPUs from an actor that reserves none, so a GPU engine must ask for one.
         self._remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
+        # custom resources / node labels (rlsys.placement); a restart places the new actor
+        # under the same options, bounded by timeout_s (soft labels let it move to other nodes)
+        self._placement = placement
+        self._options = placement_options(placement)
         self._args, self._kwargs = args, kwargs
         self.timeout_s = timeout_s
         self.log_dir = worker_logs.job_log_dir(ray.get_runtime_context().runtime_env)
@@ -81,10 +91,12 @@ class _Pool:
         except WorkerError:
             self.close()  # no half-started pool is left holding CPUs
             raise
+        for i in range(num):
+            self._show_placement(i)
 
     def _spawn(self, index: int) -> Any:
         """A new actor for slot ``index``, named ``POOL-INDEX`` for its log file (quiet runs)."""
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(self._options)
         if self.log_dir:
             options["runtime_env"] = {
                 "env_vars": worker_logs.actor_log_env(f"{self.name}-{index}")}
@@ -111,9 +123,31 @@ class _Pool:
             ray.kill(self.handles[index], no_restart=True)
         except Exception:  # noqa: BLE001 - already dead is fine
             pass
-        self.handles[index] = self._spawn(index)
-        self.pids[index] = self._get(index, self.handles[index].ping.remote(), "start")["pid"]
+        self.pids[index] = self._start_again(index)
+        self._show_placement(index)
         self._after_restart(index)
+
+    def _start_again(self, index: int) -> int:
+        """Spawn slot ``index`` until a new actor answers; returns its pid. A node that is
+        dying may still take the new actor, which then dies before it runs: spawn again
+        (after 1 s) until ``timeout_s`` in all has passed, then raise ``WorkerError``."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            self.handles[index] = self._spawn(index)
+            left = max(deadline - time.monotonic(), 1.0)
+            try:
+                return self._get(index, self.handles[index].ping.remote(), "start", left)["pid"]
+            except WorkerError as exc:
+                if not isinstance(exc.cause, RayActorError) or time.monotonic() + 1 > deadline:
+                    raise
+            time.sleep(1.0)
+
+    def _show_placement(self, index: int) -> None:
+        """With a placement: print where worker ``index`` runs (one ``[placement]`` line)."""
+        if self._placement:
+            facts = self._get(index, self.handles[index].__ray_call__.remote(node_address),
+                              "start")
+            print(placement_line(f"{self.name}-{index}", facts), flush=True)
 
     def _after_restart(self, index: int) -> None:
         """Hook: bring a fresh worker up to date (rollout pools re-apply weights)."""
@@ -149,13 +183,15 @@ class RolloutPool(_Pool):
     def __init__(self, num: int, engine: str, model_path: str, *,
                  engine_kwargs: dict[str, Any] | None = None, chat_template: bool = True,
                  system_prompt: str | None = None, num_cpus: float = 1,
-                 num_gpus: float = 0, timeout_s: float = 600.0) -> None:
+                 num_gpus: float = 0, timeout_s: float = 600.0,
+                 placement: dict[str, Any] | None = None) -> None:
         kwargs = {"engine_kwargs": engine_kwargs or {}, "chat_template": chat_template,
                   "system_prompt": system_prompt}
         self._weights: tuple[Any, int] | None = None  # (payload ref | None: collective, version)
         self._collective: CollectiveSync | None = None  # driver-free sync (sync_collective)
         super().__init__(RolloutWorker, num, (engine, model_path), kwargs, num_cpus=num_cpus,
-                         num_gpus=num_gpus, timeout_s=timeout_s)
+                         num_gpus=num_gpus, timeout_s=timeout_s,
+                         placement=placement)
 
     @property
     def weights_version(self) -> int:
@@ -303,10 +339,11 @@ class RewardPool(_Pool):
     name = "reward"
 
     def __init__(self, num: int, reward_spec: dict[str, Any] | list[dict[str, Any]], *,
-                 num_cpus: float = 1, timeout_s: float = 300.0) -> None:
+                 num_cpus: float = 1, timeout_s: float = 300.0,
+                 placement: dict[str, Any] | None = None) -> None:
         self._next = 0
         super().__init__(RewardWorker, num, (reward_spec,), {}, num_cpus=num_cpus,
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, placement=placement)
 
     def score_async(self, items: Sequence[RewardItem], *, start: int = 0,
                     spread: bool = True) -> list[PendingShard]:

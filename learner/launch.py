@@ -3,7 +3,10 @@
 * ``LearnerGroup`` wraps ``Learner`` with ``ray.remote`` (the only place that happens), one actor
   per rank. The driver picks ``MASTER_ADDR`` (its node IP) and a free ``MASTER_PORT``; rank 0 is
   pinned to the driver's node so that address is really its own (that node needs room for
-  it). On CPU each actor runs ``floor(num_cpus_per_actor)`` torch threads (at least 1).
+  it). With a ``placement`` (``rlsys.placement``: custom resources, node labels) every rank
+  is spawned under it, and rank 0 is pinned to the node a probe task under the same
+  placement landed on (its IP and a port free there become the master address). On CPU
+  each actor runs ``floor(num_cpus_per_actor)`` torch threads (at least 1).
   Checkpoint directories must be on a file system every rank sees.
 * ``InProcessLearnerGroup``: the same interface for ``world_size == 1`` without Ray (tests,
   debugging under a debugger).
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 
 from learner.errors import LearnerCallError, LearnerLostError
 from learner.learner import Learner
+from rlsys.placement import describe, node_address, placement_line, placement_options, probe_node
 
 __all__ = ["InProcessLearnerGroup", "LearnerCallError", "LearnerGroup", "LearnerLostError",
            "shard"]
@@ -166,6 +170,7 @@ class LearnerGroup(_GroupMixin):
         init_timeout_s: float = 600.0,
         learner_cls: type = Learner,
         log_name: str = "learner",
+        placement: dict[str, Any] | None = None,
         **learner_kwargs: Any,
     ) -> None:
         import ray
@@ -176,18 +181,28 @@ class LearnerGroup(_GroupMixin):
         if not ray.is_initialized():
             raise RuntimeError("LearnerGroup needs a running Ray: call ray.init() first")
         self.world_size, self.timeout_s = world_size, timeout_s
-        master_addr = ray.util.get_node_ip_address()
-        master_port = free_port()
+        placed = placement_options(placement)
+        master_addr, master_port = ray.util.get_node_ip_address(), free_port()
+        rank0_node = ray.get_runtime_context().get_node_id()
+        if placed:  # rank 0 (MASTER_ADDR) goes where the placement allows: ask that node
+            where = probe_node(placed, init_timeout_s)
+            if where is None:
+                raise LearnerLostError(
+                    f"no Ray node could take learner rank 0 of {log_name!r} within "
+                    f"{init_timeout_s} s (placement: {describe(placement)})",
+                    ranks=[0], method="__init__", logs=[])
+            master_addr, master_port, rank0_node = where["ip"], where["port"], where["node_id"]
         env_vars = {"LOCAL_RANK": "0"}  # Ray gives each GPU actor its own visible device 0
         if not num_gpus_per_actor:  # CPU: one torch thread per reserved CPU
             threads = cpu_threads(num_cpus_per_actor)
             env_vars["OMP_NUM_THREADS"] = str(threads)
             learner_kwargs.setdefault("num_threads", threads)
         remote_learner = ray.remote(learner_cls)
-        driver_node = ray.get_runtime_context().get_node_id()
         self.actors = []
+        _LIVE.add(self)  # until shutdown: a stage restart stops the groups a dead stage left
         for rank in range(world_size):
             options: dict[str, Any] = {
+                **placed,
                 "num_cpus": num_cpus_per_actor,
                 "num_gpus": num_gpus_per_actor,
                 # NAME-RANK names the rank's log file in a quiet run (rlsys.worker_logs)
@@ -195,7 +210,7 @@ class LearnerGroup(_GroupMixin):
             }
             if rank == 0:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                    node_id=driver_node, soft=False
+                    node_id=rank0_node, soft=False
                 )
             self.actors.append(
                 remote_learner.options(**options).remote(
@@ -210,6 +225,9 @@ class LearnerGroup(_GroupMixin):
         self._wait("__init__", [a.__ray_ready__.remote() for a in self.actors], init_timeout_s)
         self.workers = self._wait("__init__", [a.__ray_call__.remote(worker_facts)
                                                for a in self.actors], init_timeout_s)
+        if placement:
+            for rank, facts in enumerate(self.workers):
+                print(placement_line(f"{log_name}-{rank}", facts), flush=True)
 
     def call(
         self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
@@ -280,14 +298,32 @@ class LearnerGroup(_GroupMixin):
         import ray
 
         for actor in self.actors:
-            ray.kill(actor)
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - an actor of a lost node may be gone already
+                pass
         self.actors = []
+        _LIVE.discard(self)
+
+
+#: groups started and not yet shut down (``shutdown_live_groups``)
+_LIVE: set[LearnerGroup] = set()
+
+
+def shutdown_live_groups() -> int:
+    """Shut down every ``LearnerGroup`` of this process not yet shut down (the surviving ranks
+    of a stage that lost one, before the stage is restarted); returns how many."""
+    groups = list(_LIVE)
+    for group in groups:
+        group.shutdown()
+    return len(groups)
 
 
 def worker_facts(_instance: Any = None) -> dict[str, Any]:
-    """Runs inside a rank's actor (``__ray_call__``): its pid and the files its stdout and
-    stderr go to (``/proc/self/fd``; Ray points them at the worker's ``.out``/``.err`` log).
-    Ray's state API would need the dashboard, which a local run does not start."""
+    """Runs inside a rank's actor (``__ray_call__``): its pid, node (``node_address``) and
+    the files its stdout and stderr go to (``/proc/self/fd``; Ray points them at the worker's
+    ``.out``/``.err`` log). Ray's state API would need the dashboard, which a local run does
+    not start."""
     logs: list[str] = []
     for fd in (1, 2):
         try:
@@ -296,7 +332,7 @@ def worker_facts(_instance: Any = None) -> dict[str, Any]:
             continue
         if target.startswith("/") and target not in logs:  # a file, not a pipe or a tty
             logs.append(target)
-    return {"pid": os.getpid(), "logs": logs}
+    return {**node_address(), "pid": os.getpid(), "logs": logs}
 
 
 def _death_reason(err: BaseException) -> str:

@@ -26,6 +26,7 @@ from rlsys.config.base import (
     STAGE_KINDS,
     Strict,
 )
+from rlsys.config.cluster import PlacementRole, RolePlacement
 from rlsys.config.env import EnvConfig
 from rlsys.config.options import (
     AlgoConfig,
@@ -221,6 +222,13 @@ class ClusterConfig(Strict):
     num_cpus: int | None = Field(
         default=None, ge=1, description="CPUs for a local Ray (default: all).")
     timeout_s: float = Field(default=900.0, gt=0, description="Timeout of any one remote call.")
+    placement: dict[PlacementRole, RolePlacement] = Field(
+        default={}, description="Where each role's actors run: rollout, reward, learner "
+        "(policy/critic/reference default to it) -> {resources, labels, prefer_labels} "
+        "(README: Multi-node placement).")
+    max_restarts: int = Field(
+        default=0, ge=0, description="Times a stage whose learner rank died (node lost, "
+        "kill -9) is restarted from its last checkpoint before the run ends (exit 3).")
 
 
 class CheckpointConfig(Strict):

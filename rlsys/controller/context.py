@@ -103,6 +103,15 @@ def local_cpus_needed(recipe: Recipe) -> int:
     return max(os.cpu_count() or 1, math.ceil(ranks * groups + rollout))
 
 
+def role_placement(recipe: Recipe, role: str) -> dict[str, Any] | None:
+    """The plain placement dict (``rlsys.placement``) of ``role`` (``rollout``, ``reward``,
+    or a learner group's name, which falls back to ``learner``); None: anywhere."""
+    from rlsys.config.cluster import placement_for
+
+    found = placement_for(recipe.cluster.placement, role)
+    return found.model_dump() if found is not None else None
+
+
 def resolve_run_dir(recipe: Recipe, run_dir: str | None) -> Path:
     """The run dir: ``--run-dir`` or the recipe's ``logging.run_dir`` with ``{name}`` filled."""
     return Path(run_dir or recipe.logging.run_dir.format(name=recipe.name)).resolve()
@@ -221,7 +230,8 @@ class RunContext:
                 rc.num_workers, rc.engine, model_path, engine_kwargs=self._engine_kwargs(),
                 num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
                 system_prompt=self.recipe.model.system_prompt,
-                timeout_s=self.recipe.cluster.timeout_s)
+                timeout_s=self.recipe.cluster.timeout_s,
+                placement=role_placement(self.recipe, "rollout"))
         elif self._rollout_model != model_path:
             self._rollout.sync_weights(load_hf_state_dict(model_path))
         self._rollout_model = model_path
@@ -250,7 +260,9 @@ class RunContext:
             # own small process pool), so reward actors take no CPU reservation.
             self._reward = launch_reward_workers(self.recipe.reward.num_workers,
                                                  self.reward_spec(), num_cpus=0,
-                                                 timeout_s=self.recipe.cluster.timeout_s)
+                                                 timeout_s=self.recipe.cluster.timeout_s,
+                                                 placement=role_placement(self.recipe,
+                                                                          "reward"))
         return self._reward
 
     def reward_spec(self) -> dict[str, Any]:

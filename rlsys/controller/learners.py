@@ -129,6 +129,7 @@ class Learners:
                  lr: float | None = None, value_head: bool = False, name: str = "policy",
                  learner_cls: type | None = None, lora: dict[str, Any] | None = None) -> None:
         from learner.launch import LearnerGroup
+        from rlsys.controller.context import role_placement
 
         lc = recipe.learner
         self.lora = lora  # LoRA adapters (learner.lora): adapter-only syncs, disabled-adapter ref
@@ -140,6 +141,7 @@ class Learners:
             lc.num_ranks, num_cpus_per_actor=lc.num_cpus_per_rank,
             num_gpus_per_actor=lc.num_gpus_per_rank, timeout_s=recipe.cluster.timeout_s,
             log_name=name,  # RUN_DIR/logs/policy-0.log, reference-0.log, ...
+            placement=role_placement(recipe, name),  # cluster.placement (learner fallback)
             **({"learner_cls": learner_cls} if learner_cls is not None else {}),
             **learner_kwargs(recipe, model_path, total_steps=total_steps, lr=lr,
                              value_head=value_head, lora=lora))

@@ -4,7 +4,8 @@ previous stage's checkpoint, resume finished/partial stages, print the summary.
 Run dir layout::
 
     RUN_DIR/recipe.yaml           the resolved recipe
-    RUN_DIR/run_state.json        finished stages and their final checkpoints (atomic writes)
+    RUN_DIR/run_state.json        finished stages, their final checkpoints, evals and restarts
+                                  after a lost learner (atomic writes)
     RUN_DIR/metrics.jsonl         one JSON object per step, all stages
     RUN_DIR/stages/NAME/ckpt/...  per-stage checkpoints (learner.checkpoint layout)
     RUN_DIR/stages/NAME/final     the stage's output model (an HF directory)
@@ -60,6 +61,11 @@ class RunState:
         """Record an eval result (replacing one with the same label)."""
         self.data["evals"] = [e for e in self.data["evals"] if e["label"] != label]
         self.data["evals"].append({"label": label, **result})
+        _write_json_atomic(self.path, self.data)
+
+    def add_restart(self, stage: str, entry: dict[str, Any]) -> None:
+        """Record a restart of ``stage`` after a lost learner (``restarts`` list)."""
+        self.data.setdefault("restarts", []).append({"stage": stage, **entry})
         _write_json_atomic(self.path, self.data)
 
     def eval_result(self, label: str) -> dict[str, Any] | None:
@@ -152,6 +158,35 @@ def stage_summary(run_dir: Path, stage: StageConfig, seconds: float, checkpoint:
         + f" -> {checkpoint}"
 
 
+def run_stage_with_restarts(ctx: RunContext, state: RunState, stage: StageConfig,
+                            model_path: str) -> dict[str, Any]:
+    """Run ``stage``; when a learner rank is lost (its node died, ``kill -9``, no answer
+    within the call timeout) stop the groups left, and run the stage again -- it resumes from
+    its last checkpoint, and the resume drops the ``metrics.jsonl`` rows after it -- at most
+    ``cluster.max_restarts`` times (each recorded in ``run_state.json``); after that, or
+    without ``checkpoint.resume``, the ``LearnerLostError`` ends the run (exit 3). Ray and
+    the worker pools are kept (a pool recreates its own dead workers)."""
+    from learner.errors import LearnerLostError
+
+    limit = ctx.recipe.cluster.max_restarts if ctx.recipe.checkpoint.resume else 0
+    restarts = 0
+    while True:
+        try:
+            return _stage_runner(stage.kind)(ctx, stage, model_path)
+        except LearnerLostError as exc:
+            if restarts >= limit:
+                raise
+            restarts += 1
+            lost_at = time.time()
+            from learner.launch import shutdown_live_groups
+
+            stopped = shutdown_live_groups()
+            state.add_restart(stage.name, {"restart": restarts, "error": str(exc),
+                                           "time": lost_at, "groups_stopped": stopped})
+            print(f"[{stage.name}] learner lost ({exc}); restart {restarts}/{limit} from the "
+                  f"last checkpoint", flush=True)
+
+
 def run_recipe(recipe: Recipe, *, address: str | None = None, run_dir: str | None = None,
                verbose: bool = False) -> Path:
     """Run every stage of ``recipe``; returns the run dir. Re-running resumes.
@@ -181,7 +216,7 @@ def run_recipe(recipe: Recipe, *, address: str | None = None, run_dir: str | Non
                 print(f"[{stage.name}] starting ({stage.kind}, {stage.steps} steps) "
                       f"from {model_path}", flush=True)
                 started = time.monotonic()
-                result = _stage_runner(stage.kind)(ctx, stage, model_path)
+                result = run_stage_with_restarts(ctx, state, stage, model_path)
                 model_path = result.pop("checkpoint")
                 state.finish(stage.name, model_path, result)
                 print(stage_summary(out, stage, time.monotonic() - started, model_path),

@@ -106,11 +106,14 @@ def _gpu_limit(group: dict) -> str | None:
 
 def test_gpu_overlay_has_a_running_gpu_group_and_cpu_dev_has_none() -> None:
     gpu = find(rendered("gpu"), "RayCluster", "rlsys")["spec"]["workerGroupSpecs"]
-    assert [g["groupName"] for g in gpu] == ["cpu", "gpu"], "JSON patches address groups by index"
+    assert [g["groupName"] for g in gpu] == ["cpu", "gpu", "rollout", "learner", "reward"], \
+        "JSON patches address groups by index"
     assert _gpu_limit(gpu[0]) is None and _gpu_limit(gpu[1]) == "1"
     assert gpu[1]["maxReplicas"] >= gpu[1]["replicas"] >= 1
+    # the role groups (cluster.placement): GPU rollout and learner pods, a CPU reward pod
+    assert [_gpu_limit(g) for g in gpu[2:]] == ["1", "1", None]
     dev = find(rendered("cpu-dev"), "RayCluster", "rlsys")["spec"]["workerGroupSpecs"]
-    assert [g["groupName"] for g in dev] == ["cpu"]
+    assert [g["groupName"] for g in dev] == ["cpu", "rollout", "learner", "reward"]
     assert not any("nvidia.com/gpu" in str(c.get("resources")) for c in containers(dev))
 
 
