@@ -95,13 +95,21 @@ def test_env_config_checks_the_registry_and_caps():
         EnvConfig(type="tool_math", turns=3)
 
 
-def test_a_recipe_with_env_is_refused_until_multi_turn_stages_exist():
+def test_a_recipe_with_env_refuses_what_cannot_run_multi_turn():
     recipe = {"name": "t", "stages": [{"name": "g", "kind": "grpo", "steps": 1}]}
     assert recipe_from_dict(recipe).env is None
-    with pytest.raises(RecipeError) as err:
-        recipe_from_dict({**recipe, "env": {"type": "tool_math"}}, "r.yaml")
-    assert str(err.value) == ("r.yaml: env: multi-turn stages are not implemented yet "
-                              "(multi-turn rollout is in progress); remove 'env:' to run this "
-                              "recipe")
+    assert recipe_from_dict({**recipe, "env": {"type": "tool_math"}}).env.type == "tool_math"
     with pytest.raises(RecipeError, match="r.yaml: env.type: unknown environment 'x'"):
         recipe_from_dict({**recipe, "env": {"type": "x"}}, "r.yaml")
+    shaped = {"name": "g", "kind": "grpo", "steps": 1, "algo": {"overlong_buffer": 8}}
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict({**recipe, "stages": [shaped], "env": {"type": "tool_math"}}, "r.yaml")
+    assert str(err.value).startswith("r.yaml: stages.0.algo.overlong_buffer: overlong shaping "
+                                     "is single-turn only")
+    data = {"sources": [{"name": "p", "generator": "tool_math", "kind": "prompt"}]}
+    sampling = {"name": "rs", "kind": "rejection_sampling", "steps": 1,
+                "generate": {"output": "rs.jsonl", "k": 2}}
+    with pytest.raises(RecipeError, match="stages.0.kind: 'rejection_sampling' stages do not "
+                                          "run multi-turn episodes"):
+        recipe_from_dict({**recipe, "data": data, "stages": [sampling],
+                          "env": {"type": "tool_math"}}, "r.yaml")
