@@ -15,19 +15,23 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rewards.code import cgroup
+from rewards.code.forkserver import ForkServer, end
 from rewards.code.rewrite import PreparedTests, prepare_tests
-from rewards.code.sandbox import Capture, Limits, SandboxProcess, collect, kill, launch, memfd
+from rewards.code.sandbox import Capture, Limits, collect, launch, memfd
 
 STATUSES = ("passed", "failed", "timeout", "memory", "output", "error")
 OUTPUT_LIMIT = 1 << 20  # bytes of stdout+stderr a candidate may write before it is killed
 _XCPU_RC = 128 + signal.SIGXCPU  # bwrap reports a child killed by signal N as 128+N
-_STDIN_RUNNER = ("import os, sys\n"
+STDIN_RUNNER = ("import os, sys\n"
                  "fd = int(sys.argv[1]); chunks = []\n"
                  "while chunk := os.read(fd, 1 << 20): chunks.append(chunk)\n"
                  "os.close(fd); sys.argv = ['solution.py']\n"
@@ -56,6 +60,16 @@ def _source(name: str) -> str:
             f"exec(compile({codec!r}, '_codec.py', 'exec'), _codec.__dict__)\n"
             "sys.modules['_codec'] = _codec\n"
             f"exec(compile({main!r}, {name!r}, 'exec'), {{'__name__': '__main__'}})\n")
+
+
+#: ``start(prog, args, limits, stdin=, stdout=, stderr=, pass_fds=)`` -> a process to ``end``;
+#: prog is "agent", "judge" or "stdin". One bwrap per call, or a ``ForkServer``'s execution.
+Starter = Callable[..., Any]
+
+
+def _bwrap_start(prog: str, args: list[str], limits: Limits, **io: Any) -> Any:
+    source = STDIN_RUNNER if prog == "stdin" else _source(f"_{prog}.py")
+    return launch(["-c", source, *args], limits, **io)
 
 
 def _tail(data: bytes | bytearray, n: int = 300) -> str:
@@ -91,45 +105,51 @@ def run_tests(program: str, tests: str, timeout_s: float = 10.0, memory_mb: int 
 
     ``timeout_s`` bounds the whole assert run, and each stdin case separately; ``memory_mb``
     bounds the candidate's sandbox in total (all its processes and tmpfs; one process gets a
-    share, see ``sandbox.budget``). Bad arguments raise TypeError/ValueError.
+    share, see ``sandbox.budget``). Bad arguments raise TypeError/ValueError. Each sandbox is
+    one bwrap, gone when this returns; ``SandboxPool`` is the fast path for many programs.
     """
+    return _run_tests(program, tests, timeout_s, memory_mb, stdin_cases, _bwrap_start)
+
+
+def _run_tests(program: str, tests: str, timeout_s: float, memory_mb: int,
+               stdin_cases: Sequence[tuple[str, str]] | None, starter: Starter) -> SandboxResult:
     cases = _validate(program, tests, timeout_s, memory_mb, stdin_cases)
     start = time.monotonic()
     limits = Limits(memory_mb=memory_mb, cpu_s=int(timeout_s) + 1)
     run, total, status, detail = 0, 0, "passed", ""
     if tests.strip():
         prepared = prepare_tests(tests)
-        status, run, detail = _run_asserts(program, prepared, start + timeout_s, limits)
+        status, run, detail = _run_asserts(program, prepared, start + timeout_s, limits, starter)
         total = prepared.n_asserts
     if cases:
         total += len(cases)
         if status == "passed":
-            status, case_run, detail = _run_stdin_cases(program, cases, timeout_s, limits)
+            status, case_run, detail = _run_stdin_cases(program, cases, timeout_s, limits,
+                                                        starter)
             run += case_run
     return SandboxResult(status == "passed", status, run, total, detail,
                          time.monotonic() - start)
 
 
 def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
-                 limits: Limits) -> tuple[str, int, str]:
+                 limits: Limits, start: Starter) -> tuple[str, int, str]:
     spec = {"statements": prepared.statements, "stdlib": prepared.stdlib,
             "names": prepared.candidate_names}
     prog_fd, spec_fd = memfd(program), memfd(json.dumps(spec))
     (call_r, call_w), (reply_r, reply_w) = os.pipe(), os.pipe()
     (report_r, report_w), (out_r, out_w), (log_r, log_w) = os.pipe(), os.pipe(), os.pipe()
-    procs: list[SandboxProcess] = []
+    procs: list[Any] = []
     try:
-        procs.append(launch(["-c", _source("_agent.py"), str(prog_fd), str(call_r),
-                             str(reply_w), json.dumps(prepared.candidate_names)], limits,
-                            stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
-                            pass_fds=(prog_fd, call_r, reply_w)))
-        procs.append(launch(["-c", _source("_judge.py"), str(spec_fd), str(report_w),
-                             str(call_w), str(reply_r)], _judge_limits(limits),
-                            stdin=subprocess.DEVNULL, stdout=log_w, stderr=log_w,
-                            pass_fds=(spec_fd, report_w, call_w, reply_r)))
+        procs.append(start("agent", [str(prog_fd), str(call_r), str(reply_w),
+                                     json.dumps(prepared.candidate_names)], limits,
+                           stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                           pass_fds=(prog_fd, call_r, reply_w)))
+        procs.append(start("judge", [str(spec_fd), str(report_w), str(call_w), str(reply_r)],
+                           _judge_limits(limits), stdin=subprocess.DEVNULL, stdout=log_w,
+                           stderr=log_w, pass_fds=(spec_fd, report_w, call_w, reply_r)))
     except BaseException:
         for proc in procs:
-            kill(proc)
+            end(proc)
         for fd in (report_r, out_r, log_r):
             os.close(fd)
         raise
@@ -146,7 +166,7 @@ def _run_asserts(program: str, prepared: PreparedTests, deadline: float,
                 outcome = "timeout"
     finally:
         for proc in procs:
-            kill(proc)
+            end(proc)
     return _assert_verdict(outcome, pipes[report_r].data, pipes[out_r].data,
                            procs[0].returncode, len(prepared.statements),
                            procs[0].oom_killed)
@@ -200,9 +220,9 @@ def _crash_status(name: str, output: bytearray, rc: int | None, oom: bool = Fals
 
 
 def _run_stdin_cases(program: str, cases: list[tuple[str, str]], timeout_s: float,
-                     limits: Limits) -> tuple[str, int, str]:
+                     limits: Limits, start: Starter) -> tuple[str, int, str]:
     for i, (stdin, expected) in enumerate(cases):
-        status, detail = _run_stdin_case(program, stdin, expected, timeout_s, limits)
+        status, detail = _run_stdin_case(program, stdin, expected, timeout_s, limits, start)
         if status != "passed":
             return status, i, f"case {i + 1}: {detail}"
     return "passed", len(cases), f"{len(cases)} case(s) matched"
@@ -216,12 +236,12 @@ def _normalize(text: str) -> list[str]:
 
 
 def _run_stdin_case(program: str, stdin: str, expected: str, timeout_s: float,
-                    limits: Limits) -> tuple[str, str]:
+                    limits: Limits, start: Starter) -> tuple[str, str]:
     prog_fd, in_fd = memfd(program), memfd(stdin)
     (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
-        proc = launch(["-c", _STDIN_RUNNER, str(prog_fd)], limits, stdin=in_fd, stdout=out_w,
-                      stderr=err_w, pass_fds=(prog_fd,))
+        proc = start("stdin", [str(prog_fd)], limits, stdin=in_fd, stdout=out_w, stderr=err_w,
+                     pass_fds=(prog_fd,))
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -239,7 +259,7 @@ def _run_stdin_case(program: str, stdin: str, expected: str, timeout_s: float,
             except subprocess.TimeoutExpired:
                 outcome = "timeout"
     finally:
-        kill(proc)
+        end(proc)
     if outcome != "done":
         return outcome, "wall-clock limit reached" if outcome == "timeout" else "too much output"
     stderr = pipes[err_r].data
@@ -252,27 +272,75 @@ def _run_stdin_case(program: str, stdin: str, expected: str, timeout_s: float,
     return "passed", "matched"
 
 
-class SandboxPool:
-    """Runs many ``run_tests`` calls concurrently (threads; the work is in subprocesses)."""
+class _Servers:
+    """One worker thread's fork servers: one for candidates, one for judges (separate
+    sandboxes and uids, as the two sandboxes of ``run_tests``)."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self) -> None:
+        here = Path(__file__).parent
+        programs = {"agent": (here / "_agent.py").read_text(),
+                    "judge": (here / "_judge.py").read_text(), "stdin": STDIN_RUNNER}
+        modules = {"_codec": (here / "_codec.py").read_text()}
+        self.candidate = ForkServer(programs, modules)
+        self.judge = ForkServer(programs, modules)
+
+    def start(self, prog: str, args: list[str], limits: Limits, **io: Any) -> Any:
+        server = self.judge if prog == "judge" else self.candidate
+        return server.launch(prog, args, limits, **io)
+
+    def close(self) -> None:
+        self.candidate.close()
+        self.judge.close()
+
+
+class SandboxPool:
+    """Runs many ``run_tests`` calls concurrently (threads; the work is in subprocesses).
+
+    ``fork_server`` (default: unless a cgroup v2 memory subtree is delegated, see
+    ``forkserver``): each worker keeps a warm ``ForkServer`` sandbox and every execution is a
+    fresh, namespaced fork of it, instead of one bwrap and interpreter start per execution.
+    Verdicts are the same; the servers end with ``close``.
+    """
+
+    def __init__(self, workers: int | None = None, fork_server: bool | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         if self.workers < 1:
             raise ValueError(f"workers: must be >= 1, got {workers}")
+        self.fork_server = (cgroup.delegated_parent() is None if fork_server is None
+                            else fork_server)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="rlsys-sandbox")
+        self._local = threading.local()
+        self._servers: list[_Servers] = []
+        self._lock = threading.Lock()
+
+    def _run(self, program: str, tests: str = "", timeout_s: float = 10.0,
+             memory_mb: int = 1024,
+             stdin_cases: Sequence[tuple[str, str]] | None = None) -> SandboxResult:
+        if not self.fork_server:
+            return run_tests(program, tests, timeout_s, memory_mb, stdin_cases)
+        servers = getattr(self._local, "servers", None)
+        if servers is None:
+            servers = self._local.servers = _Servers()
+            with self._lock:
+                self._servers.append(servers)
+        return _run_tests(program, tests, timeout_s, memory_mb, stdin_cases, servers.start)
 
     def submit(self, program: str, tests: str = "", **kwargs: object) -> Future[SandboxResult]:
         """Schedule one ``run_tests(program, tests, **kwargs)``."""
-        return self._executor.submit(run_tests, program, tests, **kwargs)  # type: ignore[arg-type]
+        return self._executor.submit(self._run, program, tests, **kwargs)  # type: ignore[arg-type]
 
     def map(self, jobs: Iterable[Mapping[str, object]]) -> list[SandboxResult]:
         """Run ``run_tests(**job)`` for every job; results in job order."""
-        futures = [self._executor.submit(run_tests, **job) for job in jobs]  # type: ignore[arg-type]
+        futures = [self._executor.submit(self._run, **job) for job in jobs]  # type: ignore[arg-type]
         return [future.result() for future in futures]
 
     def close(self) -> None:
-        """Wait for running jobs and stop the worker threads."""
+        """Wait for running jobs, stop the worker threads and end the fork servers."""
         self._executor.shutdown(wait=True)
+        with self._lock:
+            for servers in self._servers:
+                servers.close()
+            self._servers.clear()
 
     def __enter__(self) -> SandboxPool:
         return self

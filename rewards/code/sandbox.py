@@ -101,25 +101,32 @@ class Budget:
     process_mb: int
     nproc: int
 
+    @property
+    def processes(self) -> int:
+        """Tasks the program itself may run (``nproc`` less the two bwrap supervisors)."""
+        return self.nproc - 2
+
 
 SUPERVISOR_MB = 8  # the two bwrap processes (outer, and init of the pid namespace): ~2 MB each
 MIN_PROCESS_MB = 32  # an interpreter with a few stdlib modules; fewer processes below this
 CGROUP_TASKS = 64  # tasks of one sandbox when a cgroup bounds its memory in total
 
 
-def budget(limits: Limits, in_cgroup: bool = False) -> Budget:
+def budget(limits: Limits, in_cgroup: bool = False,
+           supervisor_mb: int = SUPERVISOR_MB) -> Budget:
     """Split ``memory_mb`` so that processes * RLIMIT_AS + both tmpfs + bwrap <= memory_mb.
 
     RLIMIT_AS is per process and RLIMIT_NPROC counts the uid's tasks (the two bwrap
     supervisors included), so the number of processes times their address-space limit is the
     most they can hold together; the tmpfs caps are counted on top. ``in_cgroup``: the
     cgroup's ``memory.max`` bounds the total, so one process may use all of it.
+    ``supervisor_mb``: memory of the sandbox's own trusted processes (more under a fork server).
     """
     tmp = min(limits.tmpfs_mb, limits.memory_mb // 8)
     shm = min(limits.shm_mb, limits.memory_mb // 16)
     if in_cgroup:
         return Budget(tmp, shm, limits.memory_mb, CGROUP_TASKS + 2)
-    left = limits.memory_mb - tmp - shm - SUPERVISOR_MB
+    left = limits.memory_mb - tmp - shm - supervisor_mb
     processes = max(1, min(limits.processes, left // MIN_PROCESS_MB))
     return Budget(tmp, shm, left // processes, processes + 2)
 
@@ -129,12 +136,18 @@ def _next_uid() -> int:
         return _UID_BASE + next(_uid_counter) % _UID_SPAN
 
 
-def _preexec(uid: int, limits: Limits, cgroup_procs_fd: int | None):
-    plan = budget(limits, cgroup_procs_fd is not None)
-    rlimits = [(resource.RLIMIT_AS, plan.process_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
-               (resource.RLIMIT_FSIZE, limits.file_mb << 20),
-               (resource.RLIMIT_NOFILE, limits.nofile), (resource.RLIMIT_NPROC, plan.nproc),
-               (resource.RLIMIT_CORE, 0), (resource.RLIMIT_MSGQUEUE, 0)]
+def rlimits(limits: Limits, plan: Budget, nproc: int | None = None) -> list[tuple[int, int]]:
+    """The (resource, value) pairs a sandboxed program runs under (hard = soft = value)."""
+    return [(resource.RLIMIT_AS, plan.process_mb << 20), (resource.RLIMIT_CPU, limits.cpu_s),
+            (resource.RLIMIT_FSIZE, limits.file_mb << 20),
+            (resource.RLIMIT_NOFILE, limits.nofile),
+            (resource.RLIMIT_NPROC, plan.nproc if nproc is None else nproc),
+            (resource.RLIMIT_CORE, 0), (resource.RLIMIT_MSGQUEUE, 0)]
+
+
+def _preexec(uid: int, limits: Limits, cgroup_procs_fd: int | None,
+             override: list[tuple[int, int]] | None = None):
+    values = override or rlimits(limits, budget(limits, cgroup_procs_fd is not None))
     home, stage = PYTHON_HOME.encode(), _STAGE.encode()
 
     def child() -> None:  # runs between fork and exec: no imports, no allocation-heavy work
@@ -149,7 +162,7 @@ def _preexec(uid: int, limits: Limits, cgroup_procs_fd: int | None):
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-        for which, value in rlimits:
+        for which, value in values:
             resource.setrlimit(which, (value, value))
 
     return child
@@ -176,9 +189,10 @@ def _disable_userns() -> list[str]:
     return ["--disable-userns"] if "--disable-userns" in text else []
 
 
-def bwrap_argv(python_args: list[str], limits: Limits,
-               seccomp_fd: int | None = None) -> list[str]:
-    """The full bwrap command line running ``python <flags> <python_args>`` in a sandbox."""
+def bwrap_argv(python_args: list[str], limits: Limits, seccomp_fd: int | None = None,
+               keep_caps: tuple[str, ...] = ()) -> list[str]:
+    """The full bwrap command line running ``python <flags> <python_args>`` in a sandbox.
+    ``keep_caps``: capabilities kept inside the sandbox's user namespace (the fork server's)."""
     plan = budget(limits)
     env: list[str] = []
     for key, value in SANDBOX_ENV.items():
@@ -189,6 +203,7 @@ def bwrap_argv(python_args: list[str], limits: Limits,
     # would let the program mount a tmpfs of its own, outside every cap.
     return [BWRAP, "--unshare-all", "--unshare-user", *_disable_userns(), "--die-with-parent",
             "--new-session", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+            *(arg for cap in keep_caps for arg in ("--cap-add", cap)),
             "--clearenv", *env, *_system_binds(), "--ro-bind", _STAGE, PYTHON_HOME,
             "--dev", "/dev", "--size", str(plan.shm_mb << 20), "--tmpfs", "/dev/shm",
             "--proc", "/proc", "--size", str(plan.tmp_mb << 20), "--tmpfs", "/tmp",
@@ -215,8 +230,11 @@ class SandboxProcess(subprocess.Popen):
 
 
 def launch(python_args: list[str], limits: Limits, *, stdin: int, stdout: int, stderr: int,
-           pass_fds: tuple[int, ...] = ()) -> SandboxProcess:
-    """Start a sandboxed interpreter; the caller owns the returned process (see ``kill``)."""
+           pass_fds: tuple[int, ...] = (), keep_caps: tuple[str, ...] = (),
+           rlimit_values: list[tuple[int, int]] | None = None) -> SandboxProcess:
+    """Start a sandboxed interpreter; the caller owns the returned process (see ``kill``).
+    ``keep_caps`` and ``rlimit_values`` (instead of those ``limits`` give) are for the fork
+    server, a trusted process that applies each execution's own limits itself."""
     bpf = seccomp.program()
     parent = cgroup.delegated_parent()
     group = None if parent is None else cgroup.create(parent, limits.memory_mb, CGROUP_TASKS)
@@ -227,10 +245,11 @@ def launch(python_args: list[str], limits: Limits, *, stdin: int, stdout: int, s
         if bpf is not None:
             seccomp_fd = memfd(bpf, "rlsys-seccomp")
             pass_fds = (*pass_fds, seccomp_fd)
-        proc = SandboxProcess(bwrap_argv(python_args, limits, seccomp_fd), stdin=stdin,
+        proc = SandboxProcess(bwrap_argv(python_args, limits, seccomp_fd, keep_caps), stdin=stdin,
                               stdout=stdout, stderr=stderr, pass_fds=pass_fds, cwd="/",
                               env={"PATH": "/usr/bin"}, start_new_session=True,
-                              preexec_fn=_preexec(_next_uid(), limits, procs_fd))
+                              preexec_fn=_preexec(_next_uid(), limits, procs_fd,
+                                                  rlimit_values))
     except BaseException:
         if group is not None:
             cgroup.remove(group)

@@ -30,20 +30,26 @@ _X32_BIT = 0x40000000
 # (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h).
 _ARCHES = {
     "x86_64": (0xC000003E, {"shmget": 29, "msgget": 68, "mq_open": 240, "memfd_create": 319,
-                            "io_uring_setup": 425, "memfd_secret": 447}),
+                            "io_uring_setup": 425, "memfd_secret": 447, "add_key": 248,
+                            "request_key": 249, "keyctl": 250}),
     "aarch64": (0xC00000B7, {"mq_open": 180, "msgget": 186, "shmget": 194, "memfd_create": 279,
-                             "io_uring_setup": 425, "memfd_secret": 447}),
+                             "io_uring_setup": 425, "memfd_secret": 447, "add_key": 217,
+                             "request_key": 218, "keyctl": 219}),
 }
 DENIED = ("memfd_create", "memfd_secret", "shmget", "msgget", "mq_open", "io_uring_setup")
+# Executions of one fork server share a uid and a user namespace, hence its keyrings: a key one
+# execution adds would be readable by the next. Their extra filter refuses the keyring calls.
+SHARED_UID_DENIED = ("add_key", "request_key", "keyctl")
 
 
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def build(audit_arch: int, numbers: dict[str, int], x32_bit: bool) -> bytes:
-    """The filter: foreign ABI -> ENOSYS, a ``DENIED`` syscall -> EPERM, anything else runs."""
-    denied = sorted(numbers[name] for name in DENIED)
+def build(audit_arch: int, numbers: dict[str, int], x32_bit: bool,
+          names: tuple[str, ...] = DENIED) -> bytes:
+    """The filter: foreign ABI -> ENOSYS, a syscall in ``names`` -> EPERM, anything else runs."""
+    denied = sorted(numbers[name] for name in names)
     # Layout: [0] load arch, [1] arch check, [2] load nr, [x32 check], one JEQ per denied
     # number, then RET ALLOW, RET EPERM, RET ENOSYS. Jump offsets count the insns skipped.
     body_len = (1 if x32_bit else 0) + len(denied)
@@ -60,10 +66,12 @@ def build(audit_arch: int, numbers: dict[str, int], x32_bit: bool) -> bytes:
 
 
 @functools.cache
-def program() -> bytes | None:
-    """The compiled filter for this machine, or None on an architecture not listed here."""
+def program(names: tuple[str, ...] = DENIED) -> bytes | None:
+    """The compiled filter for this machine, or None on an architecture not listed here.
+    ``names``: the syscalls refused (``DENIED`` for every sandbox; ``SHARED_UID_DENIED`` is
+    stacked on it for the executions of a fork server)."""
     machine = platform.machine()
     if machine not in _ARCHES:
         return None
     audit_arch, numbers = _ARCHES[machine]
-    return build(audit_arch, numbers, x32_bit=machine == "x86_64")
+    return build(audit_arch, numbers, x32_bit=machine == "x86_64", names=names)
