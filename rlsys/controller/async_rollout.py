@@ -173,8 +173,9 @@ class AsyncFeed:
         keep = fresh_groups(versions, batch.group_ids, current=self.run.version,
                             max_staleness=self.max_staleness)
         self.dropped += keep.count(False)
-        for c, v in zip(batch.completions, versions, strict=True):
-            self.versions[id(c)] = v
+        for c, v, k in zip(batch.completions, versions, keep, strict=True):
+            if k:
+                self.versions[id(c)] = v
         return batch.keep(torch.tensor(keep, dtype=torch.bool))
 
     def next_batch(self, timer: PhaseTimer) -> Batch:
@@ -209,11 +210,14 @@ class AsyncFeed:
         return batch
 
     def metrics(self, batch: Batch) -> dict[str, float]:
-        """Staleness of the samples trained on (max and mean versions behind the policy),
-        stale samples dropped this step, generations in flight."""
-        lag = [self.run.version - self.versions.get(id(c), batch.version)
-               for c in batch.completions]
-        return {"staleness": float(max(lag, default=0)),
+        """``staleness``: the largest lag (policy versions) of the samples this step took
+        past the staleness filter (those trained on and those dynamic sampling dropped; never
+        above ``max_staleness``); the mean lag of the samples trained on; stale samples
+        dropped this step; generations in flight."""
+        current = self.run.version
+        lag = [current - self.versions.get(id(c), batch.version) for c in batch.completions]
+        return {"staleness": float(max((current - v for v in self.versions.values()),
+                                       default=0)),
                 "async/staleness_mean": sum(lag) / max(len(lag), 1),
                 "async/dropped_stale": float(self.dropped),
                 "async/in_flight": float(len(self.buffer))}

@@ -67,7 +67,7 @@ class FakeAsyncRollout:
     samples whose tokens carry the versions ``script[i][prompt]`` (None: the launch version,
     one token). Prompt ids ``[7, 100 * call + prompt]`` tell the trained rows apart."""
 
-    def __init__(self, script: list[list[list[int] | None]]) -> None:
+    def __init__(self, script: list[list]) -> None:
         self.script, self.calls, self.published, self.pulls = list(script), [], [], 0
         self._version = 0
 
@@ -82,10 +82,14 @@ class FakeAsyncRollout:
         self.calls.append({"seed": seed, "version": self._version, "chunk": chunk_tokens})
         out = []
         for i in range(len(prompts)):
-            versions = plan[i] or [self._version]
+            # an entry: token versions, or a string of per-sample rewards ("00": all equal)
+            rewards = plan[i] if isinstance(plan[i], str) else None
+            versions = None if rewards else plan[i]
+            versions = versions or [self._version]
             for j in range(n):
                 out.append(Completion(i, [7, 100 * call + i], [10 + j] * len(versions),
-                                      str(j % 2), [-0.5] * len(versions), "stop",
+                                      rewards[j] if rewards else str(j % 2),
+                                      [-0.5] * len(versions), "stop",
                                       token_versions=list(versions)))
         return [out]
 
@@ -201,6 +205,20 @@ def test_partial_rollout_chunk_reaches_the_pool_and_buffer_defaults_to_k(tmp_pat
     train_rl(run)
     assert [c["chunk"] for c in run.rollout.calls] == [2, 2]
     assert [c["version"] for c in run.rollout.calls] == [0, 0]  # both in flight at step 1
+
+
+def test_dynamic_sampling_refills_from_the_next_generation_up_to_the_batch(tmp_path):
+    """L1 has one informative group of two; the refill takes L2 (launched on demand) and keeps
+    only the one group still needed, so the step trains on L1 prompt 1 and L2 prompt 0."""
+    run = _stage(tmp_path, [["00", "01"], ["10", "01"]], steps=1, dynamic_sampling=True,
+                 max_refill_rounds=2)
+    train_rl(run)
+    assert len(run.rollout.calls) == 2
+    rows = run.policy.trains[0].tokens.input_ids  # shuffled by the update
+    trained = sorted((int(r[1]) // 100, int(r[1]) % 100) for r in rows)
+    assert trained == [(0, 1), (0, 1), (1, 0), (1, 0)]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row["samples/drawn"] == 8 and row["groups"] == 2 and row["staleness"] == 0
 
 
 @pytest.mark.parametrize("algo,message", [
