@@ -1,31 +1,30 @@
 """Fork server inside one sandbox (``rewards.code.forkserver``): a fresh process per execution.
 
-Runs inside a bwrap sandbox (``sandbox.launch`` with CAP_SYS_ADMIN and CAP_SETPCAP kept in
-the sandbox's own user namespace, never on the host) with the standard library only. It
-pre-compiles the programs it may run (for ``runner``: candidate agent, judge, stdin runner) and
-installs their helper modules (``_codec``), becomes pid 1 of
-a pid namespace of its own (so that it may later enter it again with ``setns``), then serves
-one execution at a time over a SOCK_SEQPACKET socket:
+Runs inside a bwrap sandbox (``sandbox.launch`` with CAP_SYS_ADMIN, CAP_SETPCAP, CAP_NET_ADMIN in
+the sandbox's own user namespace, never on the host) with the standard library only. It pre-compiles
+the programs it may run (for ``runner``: candidate agent, judge, stdin runner) and installs their
+helper modules (``_codec``), becomes pid 1 of a pid namespace of its own (so that it may later enter
+it again with ``setns``), then serves one execution at a time over a SOCK_SEQPACKET socket:
 
-* request ``{"prog", "targets", "args_fd", "tmp", "shm", "rlimits"}`` with the execution's
-  file descriptors attached (SCM_RIGHTS). Only numbers cross this socket: program text, test
-  data and arguments arrive in descriptors this process never reads, so no later execution
-  (a fork of this process) can find an earlier one's data in its memory.
-* per execution, a fork ``G`` made pid 1 of a **new pid namespace**, which unshares mount, IPC
-  and network namespaces, mounts a fresh size-capped tmpfs on ``/tmp`` and ``/dev/shm`` and a
-  fresh ``/proc``, places the descriptors at the host's numbers and closes every other one,
-  sets the rlimits (hard = soft), drops every capability (bounding set included), sets
-  no_new_privs, installs the extra seccomp filter, then forks ``P``, which runs the program
-  while ``G`` reaps orphans and exits with ``P``'s status (128 + signal if killed, as bwrap).
-  When ``G`` exits the kernel kills whatever is left in its pid namespace, and only then does
-  this server see ``G`` exit and report ``{"exit": rc}``.
+* request ``{"prog", "targets", "args_fd", "tmp", "shm", "rlimits"}`` with the execution's file
+  descriptors attached (SCM_RIGHTS). Only numbers cross this socket: program text, test data and
+  arguments arrive in descriptors this process never reads, so no later execution (a fork of this
+  process) can find an earlier one's data in its memory.
+* per execution, a fork ``G`` made pid 1 of a **new pid namespace**, which unshares mount, IPC and
+  network namespaces (only a loopback, brought up as bwrap does), mounts a fresh size-capped tmpfs
+  on ``/tmp`` and ``/dev/shm`` and a fresh ``/proc``, places the descriptors at the host's numbers
+  and closes every other one, sets the rlimits (hard = soft), drops every capability (bounding set
+  included), sets no_new_privs, installs the extra seccomp filter, then forks ``P``, which runs the
+  program while ``G`` reaps orphans and exits with ``P``'s status (128 + signal if killed, as
+  bwrap). When ``G`` exits the kernel kills whatever is left in its pid namespace, and only then
+  does this server see ``G`` exit and report ``{"exit": rc}``.
 * ``{"kill": true}``: SIGKILL ``G`` (its whole pid namespace dies), then report its exit.
 * at start, ``{"ready": true, "base_tasks": n}``: the tasks this sandbox's uid already counts
   against RLIMIT_NPROC (measured by a probe), so the host can cap an execution's own tasks.
 
-Nothing here trusts the executions: they only ever get a fork of this process after it has
-dropped everything above. This file does not decide verdicts or limits; the host does.
-argv: socket_fd sources_fd.
+Nothing here trusts the executions: they only ever get a fork of this process after it has dropped
+everything above. This file does not decide verdicts or limits; the host does. argv: socket_fd
+sources_fd.
 """
 
 import builtins
@@ -50,6 +49,7 @@ NEWNS, NEWPID, NEWIPC, NEWNET = 0x20000, 0x20000000, 0x08000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_RDONLY, MS_BIND, MS_REMOUNT = 2, 4, 8, 1, 4096, 32
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAP_AMBIENT = 24, 38, 22, 47
 SECCOMP_MODE_FILTER, PR_CAP_AMBIENT_CLEAR_ALL = 2, 4
+SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 SETUP_FAILED = 125  # G's exit status when it could not set the execution up
 
 
@@ -86,6 +86,9 @@ def _install_seccomp(program):
 
 def _mounts(tmp_bytes, shm_bytes):
     _check(_libc.unshare(NEWNS | NEWIPC | NEWNET), "unshare(mount, ipc, net)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # loopback up, as bwrap
+        flags_req = struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, flags_req)
     flags = MS_NOSUID | MS_NODEV
     _check(_libc.mount(b"tmpfs", b"/tmp", b"tmpfs", flags, f"size={tmp_bytes}".encode()),
            "tmpfs /tmp")

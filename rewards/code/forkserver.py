@@ -46,7 +46,9 @@ MAX_EXECUTIONS = 2000  # a server is replaced after this many executions (CPU ti
 #: Memory of the server's own processes beside the two bwraps: the server, its supervisor and
 #: each execution's pid 1, forks sharing their pages (PSS measured ~9 MB in all; margin kept).
 SERVER_MB = 24
-SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP")  # in the sandbox's user namespace only
+#: in the sandbox's user namespace only: namespaces and mounts, dropping the bounding set,
+#: bringing an execution's loopback up
+SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_NET_ADMIN")
 #: The server's own limits: it is trusted and long-lived; every execution lowers them itself.
 SERVER_RLIMITS = [(resource.RLIMIT_AS, resource.RLIM_INFINITY),
                   (resource.RLIMIT_CPU, resource.RLIM_INFINITY),

@@ -188,11 +188,33 @@ def test_hostile_programs_get_the_same_status_through_a_fork_server(
         assert _server_pids(pool) <= baseline
 
 
+LOOPBACK = """
+import socket
+def add(a, b):  # a loopback round trip inside the sandbox, as under bwrap
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            conn, _ = server.accept()
+            client.sendall(str(a + b).encode())
+            return int(conn.recv(16))
+"""
+
+
 def test_fork_server_and_bwrap_verdicts_agree() -> None:
     programs = ["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n",
-                "import sys\nsys.exit(0)\n", "def add(a, b):\n    return [a + b]\n"]
+                "import sys\nsys.exit(0)\n", "def add(a, b):\n    return [a + b]\n",
+                LOOPBACK]
     with SandboxPool(workers=2, fork_server=True) as pool:
         fast = pool.map([{"program": p, "tests": TESTS} for p in programs])
     slow = [run_tests(p, TESTS) for p in programs]
+    assert fast[-1].passed, fast[-1].detail
     assert [(r.status, r.tests_run, r.detail) for r in fast] == \
         [(r.status, r.tests_run, r.detail) for r in slow]
+
+
+@pytest.mark.parametrize("memory_mb", [1024, 64])
+def test_a_program_may_run_as_many_processes_as_under_bwrap(memory_mb: int) -> None:
+    with SandboxPool(workers=1, fork_server=True) as pool:
+        fast = _run(pool, FORK_COUNT, "?", memory_mb=memory_mb)
+    slow = run_tests(FORK_COUNT, "", memory_mb=memory_mb, stdin_cases=[("", "?")])
+    assert fast.status == slow.status == "failed"
+    assert fast.detail == slow.detail  # "got '<forks> [1, 2]'": same count, same pids
