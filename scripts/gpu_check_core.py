@@ -18,6 +18,10 @@ nothing is downloaded). Steps, each printed with its timing:
    ``WeightSyncWorkerExtension.rlsys_load_ipc`` on a stand-in worker whose model is an HF copy
    (vLLM's model is the one part not exercised); the receiver's log-probs must match.
 
+5. Driver-free weight sync (``scripts/gpu_check_collective.py``): the learner broadcasts
+   bucketed weights to an HF engine in a spawned process over NCCL (two GPUs) or gloo (one
+   GPU, and the CPU dry run); the receiver's log-probs must match.
+
 Not covered here (needs vLLM, or a second GPU): vLLM generation, the NCCL broadcast (NCCL
 refuses two ranks on one device). Exits non-zero when a check fails; prints numbers, asserts no
 speed.
@@ -38,6 +42,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.gpu_check import FAILURES, RESULTS, check, log  # noqa: E402
+from scripts.gpu_check_collective import collective_sync  # noqa: E402
 
 
 def mean_abs_gap(engine_lp: list[list[float]], learner_lp: torch.Tensor, tokens) -> float:
@@ -270,6 +275,7 @@ def main() -> int:
     log(f"GRPO reward by step: {rewards}")
     if not args.cpu_dry_run:
         ipc_sync(learner, model_dir, probe)
+    collective_sync(learner, model_dir, probe, cpu=args.cpu_dry_run, dtype=dtype)
     engine.close()
     log(f"results {json.dumps(RESULTS)}")
     log("OK" if not FAILURES else f"FAILED: {', '.join(FAILURES)}")
