@@ -85,11 +85,14 @@ class _GroupMixin:
     # the actors.collective.WeightSender side of a driver-free weight sync
     def open_weight_group(self, world_size: int, epoch: int, backend: str,
                           timeout_s: float) -> dict[str, Any]:
-        """Rank 0 hosts a new weight group's store and returns its spec. Rank 0 runs on the
-        driver's node (``LearnerGroup`` pins it), so the driver's node address is rank 0's."""
+        """Rank 0 hosts a new weight group's store and returns its spec, at rank 0's own node
+        address (``LearnerGroup.workers``: with a ``placement`` rank 0 need not be on the
+        driver's node; else the driver's)."""
         import ray
 
-        address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        workers = getattr(self, "workers", None)
+        address = workers[0]["ip"] if workers and "ip" in workers[0] else \
+            ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         return self.call("open_weight_group", address, world_size, epoch, backend, timeout_s)[0]
 
     def join_weight_group(self, spec: dict[str, Any]) -> None:
