@@ -155,11 +155,11 @@ class RolloutWorker:
         return self.weights_version
 
     def _load_adapter(self, adapter: dict[str, torch.Tensor], lora: dict[str, Any]) -> None:
-        """An adapter-only sync: the engine applies it itself when it can (``load_adapter``,
-        the HF engine), else it is merged here onto the last full weights (``W + alpha/r B A``)
-        and loaded as full weights (the vLLM engine)."""
+        """An adapter-only sync: the engine applies it itself when it can (``load_adapter``:
+        the HF engine, the vLLM engine with native LoRA), else it is merged here onto the last
+        full weights (``W + alpha/r B A``) and loaded as full weights (vLLM, merge mode)."""
         load_adapter = getattr(self.engine, "load_adapter", None)  # not part of RolloutEngine
-        if load_adapter is not None:
+        if load_adapter is not None and self._engine_applies_adapters():
             load_adapter(adapter.items(), lora)
             return
         from rlsys.modeling.lora import merge_adapter
@@ -169,7 +169,9 @@ class RolloutWorker:
         self.engine.load_weights(merged.items())
 
     def _engine_applies_adapters(self) -> bool:
-        return getattr(self.engine, "load_adapter", None) is not None
+        # ``applies_adapters``: an engine that has load_adapter but may merge instead (vLLM)
+        return (getattr(self.engine, "load_adapter", None) is not None
+                and bool(getattr(self.engine, "applies_adapters", True)))
 
     def base_weights(self) -> dict[str, torch.Tensor]:
         """What an adapter merges onto, by Hugging Face name: the last full weights synced, else

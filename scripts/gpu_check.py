@@ -12,6 +12,9 @@ randomly initialised Llama saved locally (no downloads, no tokenizer: token-id p
    NCCL refuses two ranks on one device, so with one GPU it is reported as skipped.
 3. ``--steps`` GRPO-like steps: generate -> dummy reward (share of token ids below vocab/2) ->
    group-normalised advantages -> policy-gradient update of the learner on GPU -> sync.
+4. Adapter-only sync through vLLM's native LoRA support (``scripts/gpu_check_lora.py``): a
+   second engine with ``lora_sync="native"``, two r=16 adapters loaded as ``LoRARequest``s,
+   each verified by log-probs like the full syncs (``--skip-lora`` leaves it out).
 
 Exits non-zero when a check fails. Not a test: it prints numbers, it does not assert speed.
 """
@@ -199,6 +202,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.35)
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="let vLLM capture CUDA graphs (slower start, faster decode)")
+    parser.add_argument("--skip-lora", action="store_true",
+                        help="leave out step 4 (native vLLM LoRA adapter sync)")
     return parser.parse_args()
 
 
@@ -244,6 +249,13 @@ def main() -> int:
             verify_sync("after-grpo", engine, learner, probe, device, sync, require_move=False)
         finally:
             engine.close()
+        if not args.skip_lora:
+            from scripts.gpu_check_lora import lora_sync_check
+
+            del learner
+            lora_sync_check(f"{tmp}/b", probe, device,
+                            gpu_memory_utilization=args.gpu_memory_utilization,
+                            llm_kwargs={"skip_tokenizer_init": True})
     log(f"results {json.dumps(RESULTS)}")
     log("OK" if not FAILURES else f"FAILED: {', '.join(FAILURES)}")
     return 0 if not FAILURES else 1
@@ -282,4 +294,6 @@ def make_step_sync(engine, learner, device, broadcaster):
 
 
 if __name__ == "__main__":  # vLLM spawns worker processes: keep this guard
+    # scripts.gpu_check_lora imports this file as scripts.gpu_check: one RESULTS/FAILURES
+    sys.modules.setdefault("scripts.gpu_check", sys.modules[__name__])
     sys.exit(main())

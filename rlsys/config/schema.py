@@ -136,6 +136,12 @@ class RolloutConfig(Strict):
         default=1.0, gt=0, description="Ray CPUs per rollout worker.")
     num_gpus_per_worker: float = Field(
         default=0.0, ge=0, description="Ray GPUs per rollout worker.")
+    lora_sync: Literal["auto", "native", "merge"] = Field(
+        default="auto", description="How LoRA adapter syncs reach a vllm engine: native = "
+        "vLLM's LoRA adapters (enable_lora, a LoRARequest per request); merge = merged on the "
+        "rollout worker, loaded as full weights; auto = native when vLLM accepts enable_lora "
+        "and no modules_to_save are trained (README: LoRA). The hf engine always applies "
+        "adapters in place.")
     n: int = Field(default=4, ge=1, description="Responses sampled per prompt (the group size).")
     prompts_per_step: int = Field(default=8, ge=1, description="Prompts per RL step (the RL batch: "
                                   "n responses each); stages[].batch_size is for "

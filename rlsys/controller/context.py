@@ -249,6 +249,14 @@ class RunContext:
             from learner.launch import cpu_threads
 
             kwargs.setdefault("num_threads", cpu_threads(rc.num_cpus_per_worker))
+        if rc.engine == "vllm":  # LoRA: vLLM must know the largest adapter rank at start
+            loras = [lora for stage in self.recipe.stages
+                     if (lora := stage.lora_for(self.recipe.model)) is not None]
+            kwargs.setdefault("lora_sync", rc.lora_sync)
+            if loras:
+                kwargs.setdefault("max_lora_rank", max(lora.r for lora in loras))
+                kwargs.setdefault("lora_modules_to_save",
+                                  sorted({m for lora in loras for m in lora.modules_to_save}))
         return kwargs
 
     def reward_pool(self):
