@@ -72,6 +72,13 @@ def _bwrap_start(prog: str, args: list[str], limits: Limits, **io: Any) -> Any:
     return launch(["-c", source, *args], limits, **io)
 
 
+@functools.lru_cache(maxsize=512)
+def _prepare(tests: str) -> PreparedTests:
+    """``prepare_tests``, once per distinct tests text (a group of candidates shares its tests;
+    parsing and unparsing them costs milliseconds of the host's CPU). Never mutated."""
+    return prepare_tests(tests)
+
+
 def _tail(data: bytes | bytearray, n: int = 300) -> str:
     return bytes(data[-n:]).decode("utf-8", "replace").strip()
 
@@ -118,7 +125,7 @@ def _run_tests(program: str, tests: str, timeout_s: float, memory_mb: int,
     limits = Limits(memory_mb=memory_mb, cpu_s=int(timeout_s) + 1)
     run, total, status, detail = 0, 0, "passed", ""
     if tests.strip():
-        prepared = prepare_tests(tests)
+        prepared = _prepare(tests)
         status, run, detail = _run_asserts(program, prepared, start + timeout_s, limits, starter)
         total = prepared.n_asserts
     if cases:
