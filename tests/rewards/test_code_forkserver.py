@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +222,24 @@ def test_a_program_may_run_as_many_processes_as_under_bwrap(memory_mb: int) -> N
     slow = run_tests(FORK_COUNT, "", memory_mb=memory_mb, stdin_cases=[("", "?")])
     assert fast.status == slow.status == "failed"
     assert fast.detail == slow.detail  # "got '<forks> [1, 2]'": same count, same pids
+
+
+POD_SCRIPT = """
+from rewards.code import SandboxPool
+with SandboxPool(1, fork_server=True) as pool:
+    good = pool.submit("def add(a, b):\\n    return a + b\\n", "assert add(1, 2) == 3\\n").result()
+    bad = pool.submit("def add(a, b):\\n    return a - b\\n", "assert add(1, 2) == 3\\n").result()
+print(good.status, bad.status)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv, as the reward-service pod runs the sandbox")
+def test_fork_server_works_with_exactly_the_pod_capabilities() -> None:
+    # The reward-service pod keeps SYS_ADMIN, SETUID, SETGID and KILL (README, "The code
+    # sandbox in a pod"); the server's own capabilities exist only in its user namespace.
+    done = subprocess.run(["setpriv", "--bounding-set=-all,+sys_admin,+setuid,+setgid,+kill",
+                           "--inh-caps=-all", sys.executable, "-c", POD_SCRIPT],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split() == ["passed", "failed"], done.stderr[-2000:]
