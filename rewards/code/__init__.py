@@ -56,6 +56,15 @@ under a fresh non-root uid per sandbox; then a fork bomb stops at the limit.
 Memory: ``memory_mb`` is the total of one sandbox (every process, ``/tmp`` and ``/dev/shm``
 together), split by ``sandbox.budget``; memory that no limit counts (memfd, System V shm) is
 refused by ``seccomp``.
+
+Two paths, same verdicts. ``run_tests`` starts one bwrap sandbox per execution (candidate,
+judge, each stdin case) and leaves nothing running when it returns. ``SandboxPool`` (the reward
+path) keeps, per worker, two warm fork servers (``forkserver``: one sandbox for candidates,
+another for judges) and makes every execution a fresh fork in new pid/mount/IPC/network
+namespaces with its own tmpfs, ``/proc``, rlimits and no capability; nothing of an execution
+(files, globals, processes, keys) reaches the next, and the servers end with the pool. Without
+the per-execution bwrap and interpreter start it runs several times more executions per CPU
+second (BENCHMARKS.md, "code").
 """
 
 from rewards.code.runner import STATUSES, SandboxPool, SandboxResult, run_tests
