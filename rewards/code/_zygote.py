@@ -177,7 +177,7 @@ def _execution(request, received, programs, cap_last, seccomp_program, ready_w):
 
 def _probe_base_tasks():
     """Tasks of this uid RLIMIT_NPROC already counts, beside a forking process."""
-    limit = 32
+    limit = 12  # well above the few supervisors; each probe child costs a fork
     pid = os.fork()
     if pid == 0:
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
