@@ -153,7 +153,7 @@ def pool_rows(jobs: list[dict], trivial_n: int, workers: int, fork_server: bool,
 
 def main() -> None:
     """Run every measurement, print the table and write ``bench/code_results.md``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "bench_code").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="passes over the problem set")
     parser.add_argument("--trivial", type=int, default=100, help="trivial runs for throughput")
     cores = os.cpu_count() or 1
