@@ -26,6 +26,7 @@ SUITE = [
     ("lora", "bench_lora.py", "lora_results.md", "LoRA adapter sync bytes/s and learner RSS"),
     ("tools", "bench_tools.py", "tools_results.md", "sandboxed tool-call latency"),
     ("rlhf", "bench_rlhf.py", "rlhf_results.md", "SFT -> RM -> PPO on CPU"),
+    ("async", "bench_async.py", "async_results.md", "async rollouts (k = 1, 2, 4) vs sync loop"),
     ("quickstart", "(make demo)", "quickstart_results.md", "held-out accuracy of the demo"),
     ("gpu", "(scripts/gpu_check.sh, on a GPU)", "gpu_results.md", "GPU learner/engine/sync check"),
 ]
