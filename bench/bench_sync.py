@@ -1,0 +1,159 @@
+"""Sync seconds per step and the driver's memory: collective (driver-free) vs object store.
+
+For each model -- SmolLM2-135M-Instruct and a random ~0.5 GB fp32 Llama (hidden 768, 12
+layers, built locally) -- one learner rank (Ray actor) holds the weights and one ``hf`` rollout
+worker receives them, and the script times, per sync (median of ``--reps`` after one warm-up):
+
+* ``collective``   -- ``RolloutPool.sync_collective``: learner rank 0 broadcasts 256 MB buckets
+  over gloo to the worker; the driver only issues the calls;
+* ``object_store`` -- ``RolloutPool.sync_weights(group.state_dict_for_sync())``: rank 0's state
+  dict comes back to the driver, is packed and ``ray.put``, and the worker fetches it.
+
+While each sync runs a thread samples the driver's RSS (``/proc/self/statm`` every 2 ms); the
+table reports the peak minus the RSS just before the sync: what the sync costs the driver.
+Writes ``bench/sync_results.md`` with the machine's ``uptime`` load average. Run:
+``.venv/bin/python bench/bench_sync.py [--reps 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+from actors.launch import RolloutPool
+from learner.launch import LearnerGroup
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakRss:
+    """Samples this process's RSS in a thread while the ``with`` block runs."""
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak minus the RSS at entry, in MB."""
+        return (self.peak - self.base) / 2**20
+
+
+def build_random_llama(out_dir: str) -> str:
+    """A random ~0.5 GB fp32 Llama (hidden 768, 12 layers, SmolLM2 tokenizer) in ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from rlsys.modeling import default_cache_dir
+    from rlsys.modeling.builders import build_smollm2_tokenizer
+    from rlsys.modeling.resolve import ensure_built
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        ensure_built(default_cache_dir(), "smollm2-tokenizer", build_smollm2_tokenizer))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12,
+                         num_attention_heads=12, num_key_value_heads=12,
+                         intermediate_size=2048, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def measure(model_path: str, reps: int) -> dict[str, dict[str, float]]:
+    """Median sync seconds and peak driver RSS growth per mode for one model."""
+    group = LearnerGroup(1, num_cpus_per_actor=1, timeout_s=900, model_path=model_path)
+    pool = RolloutPool(1, "hf", model_path, num_cpus=1, timeout_s=900)
+    sync = {
+        "collective": lambda: pool.sync_collective(group, bucket_bytes=256 << 20),
+        "object_store": lambda: pool.sync_weights(group.state_dict_for_sync()),
+    }
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for mode, run in sync.items():
+            run()  # warm-up (forms the group / first put)
+            seconds, growth = [], []
+            for _ in range(reps):
+                with PeakRss() as rss:
+                    t0 = time.perf_counter()
+                    run()
+                    seconds.append(time.perf_counter() - t0)
+                growth.append(rss.growth_mb)
+            out[mode] = {"s": statistics.median(seconds), "rss_mb": max(growth)}
+        out["model"] = {"gb": pool._collective.last_stats["bytes"] / 1e9}
+    finally:
+        pool.close()
+        group.shutdown()
+    return out
+
+
+def main() -> int:
+    """Entry point."""
+    from rlsys.modeling import resolve_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = [("SmolLM2-135M", resolve_model("smollm2-135m-instruct")),
+                  ("random Llama 768x12", build_random_llama(tmp))]
+        for name, path in models:
+            results[name] = measure(path, args.reps)
+            print(name, results[name], flush=True)
+    ray.shutdown()
+    lines = [
+        "# Weight sync per step: collective (driver-free) vs object store",
+        "",
+        f"One learner rank (Ray actor, fp32, ZeRO-0) -> one `hf` rollout worker, CPU, "
+        f"`ray.init(num_cpus=2)`; median of {args.reps} syncs after a warm-up. Driver RSS = "
+        "peak minus the driver's RSS just before the sync (sampled every 2 ms). Collective: "
+        "learner rank 0 broadcasts 256 MB buckets over gloo, the driver only issues the calls; "
+        "object store: rank 0's state dict comes back to the driver, is packed and `ray.put`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; `uptime` at the start: "
+        f"`{load}` (the seconds are upper bounds on a loaded machine; RSS is not affected).",
+        "",
+        "| model | GB | collective s | object store s | driver RSS MB, collective | "
+        "driver RSS MB, object store |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['model']['gb']:.3f} | {r['collective']['s']:.2f} | "
+                     f"{r['object_store']['s']:.2f} | {r['collective']['rss_mb']:.1f} | "
+                     f"{r['object_store']['rss_mb']:.1f} |")
+    Path(__file__).with_name("sync_results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
