@@ -88,6 +88,18 @@ class WeightGroup:
             raise ValueError(f"weight group rank {rank} outside world_size {spec.world_size}")
         self.spec, self.rank, self._store = spec, rank, store
         self._pg: Any = None  # ProcessGroupGloo / ProcessGroupNCCL
+        # one bucket buffer per device, kept across syncs: fresh pages cost more than the copy
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def scratch(self, nbytes: int, device: torch.device | str) -> torch.Tensor:
+        """A uint8 buffer of ``nbytes`` on ``device``, reused across buckets and syncs (grown
+        when a larger one is asked for)."""
+        key = str(device)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < nbytes:
+            self._buffers.pop(key, None)
+            buf = self._buffers[key] = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return buf[:nbytes]
 
     @classmethod
     def host(cls, address: str, world_size: int, epoch: int, backend: str,
@@ -148,8 +160,8 @@ class WeightGroup:
             f"within {self.spec.timeout_s} s: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        """Drop the process group and the store connection."""
-        self._pg, self._store = None, None
+        """Drop the process group, the store connection and the bucket buffers."""
+        self._pg, self._store, self._buffers = None, None, {}
 
 
 def _pieces(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
@@ -182,12 +194,12 @@ def send_state(group: WeightGroup, named: Iterable[tuple[str, torch.Tensor]], *,
     """Rank 0: broadcast ``named`` tensors in buckets of at most ``bucket_bytes`` bytes.
 
     ``meta`` (JSON-serialisable) reaches every receiver with the first bucket. Returns
-    ``{"bytes": payload bytes, "buckets": count, "tensors": count}``. The one bucket buffer is
-    reused, so extra memory is ``bucket_bytes`` on ``device``.
+    ``{"bytes": payload bytes, "buckets": count, "tensors": count}``. The one bucket buffer
+    (``WeightGroup.scratch``) is reused, so extra memory is ``bucket_bytes`` on ``device``.
     """
     if bucket_bytes < 1:
         raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")
-    buffer = torch.empty(bucket_bytes, dtype=torch.uint8, device=device)
+    buffer = group.scratch(bucket_bytes, device)
     stats = {"bytes": 0.0, "buckets": 0.0, "tensors": 0.0}
     first = True
     for bucket, last in _pieces(named, bucket_bytes):
@@ -220,8 +232,9 @@ def receive_state(group: WeightGroup, device: torch.device | str = "cpu"
     """Ranks 1..N: yield ``(meta or None, complete tensors)`` per received bucket.
 
     ``meta`` is the sender's ``meta`` with the first bucket, None after. Whole tensors are views
-    into that bucket's buffer (a new buffer per bucket); a tensor split over buckets is yielded
-    with the bucket that completes it.
+    into the group's one receive buffer (``WeightGroup.scratch``): they are valid until the
+    next bucket arrives, so copy them (into the model, or ``clone``) before asking for it. A
+    tensor split over buckets is yielded (its own memory) with the bucket that completes it.
     """
     partial: dict[str, torch.Tensor] = {}
     while True:
@@ -230,7 +243,7 @@ def receive_state(group: WeightGroup, device: torch.device | str = "cpu"
         text = group.broadcast(torch.empty(header[0], dtype=torch.uint8, device=device),
                                "receive metadata")
         info = json.loads(text.cpu().numpy().tobytes().decode())
-        data = torch.empty(header[1], dtype=torch.uint8, device=device)
+        data = group.scratch(header[1], device)
         if header[1]:
             group.broadcast(data, "receive bucket")
         done: list[tuple[str, torch.Tensor]] = []
