@@ -85,6 +85,9 @@ def _install_seccomp(program):
 
 
 def _mounts(tmp_bytes, shm_bytes):
+    if not (isinstance(tmp_bytes, int) and isinstance(shm_bytes, int)
+            and tmp_bytes > 0 and shm_bytes > 0):  # tmpfs reads size=0 as "no limit"
+        raise ValueError(f"tmpfs sizes must be positive, got {tmp_bytes} and {shm_bytes}")
     _check(_libc.unshare(NEWNS | NEWIPC | NEWNET), "unshare(mount, ipc, net)")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # loopback up, as bwrap
         flags_req = struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)

@@ -69,8 +69,9 @@ class Execution:
     cgroup = None
     oom_killed = False
 
-    def __init__(self, server: ForkServer, pid: int) -> None:
-        self.server, self.pid = server, pid
+    def __init__(self, server: ForkServer) -> None:
+        self.server = server
+        self.pid: int | None = None  # pid of its pid 1 in the server's namespace, once started
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -155,7 +156,10 @@ class ForkServer:
     def launch(self, prog: str, args: list[str], limits: Limits, *, stdin: int, stdout: int,
                stderr: int, pass_fds: tuple[int, ...] = ()) -> Execution:
         """Start program ``prog`` (named in the constructor) with ``sys.argv = [prog, *args]``,
-        fds 0-2 and ``pass_fds`` at the caller's numbers; one execution at a time."""
+        fds 0-2 and ``pass_fds`` at the caller's numbers; one execution at a time.
+        Returns once the request is sent (the caller may start another server meanwhile);
+        the server's confirmation is read with the first ``poll``/``wait``/``end``, and a
+        setup failure raises ``ForkServerError`` there (the program never ran)."""
         if self._current is not None:
             raise ForkServerError("fork server: the previous execution was not ended")
         if (self._sock is None or self._served >= self.max_executions
@@ -175,7 +179,6 @@ class ForkServer:
         try:
             socket.send_fds(self._sock, [json.dumps(request).encode()],
                             [*io, *pass_fds, args_fd])
-            reply = self._recv(time.monotonic() + REPLY_TIMEOUT_S)
         except OSError as exc:
             self.close()
             raise ForkServerError(f"fork server: lost while starting an execution: {exc}") \
@@ -184,26 +187,29 @@ class ForkServer:
             os.close(args_fd)
             if null >= 0:
                 os.close(null)
-        if not isinstance(reply, dict) or "started" not in reply:
-            self.close()
-            raise ForkServerError(f"fork server: execution not started: {reply!r}")
         self._served += 1
-        self._current = Execution(self, int(reply["started"]))
+        self._current = Execution(self)
         return self._current
 
     def wait_exit(self, execution: Execution, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for ``execution``'s exit report; True once it has one."""
-        if execution.returncode is not None:
-            return True
-        message = self._recv(time.monotonic() + timeout)
-        if message == "timeout":
-            return False
-        if isinstance(message, dict) and "exit" in message:
-            execution.returncode = int(message["exit"])
-        else:  # the server died or said something else: end it, the execution with it
-            self.close()
+        """Wait up to ``timeout`` s for ``execution``'s exit report; True once it has one.
+        ForkServerError if the server reports that it could not set the execution up."""
+        deadline = time.monotonic() + timeout
+        while execution.returncode is None:
+            message = self._recv(deadline)
+            if message == "timeout":
+                return False
+            if isinstance(message, dict) and "started" in message and execution.pid is None:
+                execution.pid = int(message["started"])
+                continue
+            if isinstance(message, dict) and "exit" in message and execution.pid is not None:
+                execution.returncode = int(message["exit"])
+                self._current = None
+                return True
+            self.close()  # a setup failure, a dead server or nonsense: end it all
             execution.returncode = -signal.SIGKILL
-        self._current = None
+            if isinstance(message, dict) and "error" in message:
+                raise ForkServerError(f"fork server: execution not started: {message['error']}")
         return True
 
     def kill_execution(self, execution: Execution) -> None:

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from rewards.code import SandboxPool, run_tests, seccomp
+from rewards.code.forkserver import ForkServer, ForkServerError
+from rewards.code.runner import STDIN_RUNNER
+from rewards.code.sandbox import Limits, memfd
 from rewards.code.session import _proc_tree
 from tests.rewards.test_code_hostile import ASSERT_CASES, TESTS, assert_host_clean
 from tests.rewards.test_code_memory import ATTACK, MEMORY_MB, PROBE, footprint_bytes
@@ -243,3 +246,24 @@ def test_fork_server_works_with_exactly_the_pod_capabilities() -> None:
                           capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.stdout.split() == ["passed", "failed"], done.stderr[-2000:]
+
+
+def test_a_setup_failure_is_an_error_not_a_verdict() -> None:
+    # tmpfs reads size=0 as "unlimited": the server refuses to set such an execution up, the
+    # program never runs, and the caller gets ForkServerError instead of a status.
+    server = ForkServer({"stdin": STDIN_RUNNER})
+    try:
+        program = memfd("print('ran')")
+        read_end, write_end = os.pipe()
+        execution = server.launch("stdin", [str(program)], Limits(tmpfs_mb=0),
+                                  stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                                  pass_fds=(program,))
+        os.close(write_end)
+        os.close(program)
+        with pytest.raises(ForkServerError, match="tmpfs sizes must be positive"):
+            execution.wait(timeout=30)
+        assert os.read(read_end, 100) == b""
+        os.close(read_end)
+        assert server.pids() == []  # the server was ended; the next launch starts a new one
+    finally:
+        server.close()
