@@ -38,8 +38,11 @@ from rlsys.controller.experience import informative_groups
 
 if TYPE_CHECKING:
     from rlsys.controller.phases import PhaseTimer
-    from rlsys.controller.rl import Batch, RLStage
     from rlsys.types import Completion
+
+#: ``rlsys.controller.rl.Batch`` / ``RLStage`` (not imported: ``rl`` imports this module)
+Batch = Any
+RLStage = Any
 
 T = TypeVar("T")
 
