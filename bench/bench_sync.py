@@ -1,8 +1,9 @@
 """Sync seconds per step and the driver's memory: collective (driver-free) vs object store.
 
-For each model -- SmolLM2-135M-Instruct and a random ~0.5 GB fp32 Llama (hidden 768, 12
-layers, built locally) -- one learner rank (Ray actor) holds the weights and one ``hf`` rollout
-worker receives them, and the script times, per sync (median of ``--reps`` after one warm-up):
+For each model -- SmolLM2-135M-Instruct and random fp32 Llamas of ~0.5 GB (hidden 768, 12
+layers) and ~1.1 GB (1024, 16), built locally -- one learner rank (Ray actor) holds the
+weights and one ``hf`` rollout worker receives them, and the script times, per sync (median
+of ``--reps`` after one warm-up):
 
 * ``collective``   -- ``RolloutPool.sync_collective``: learner rank 0 broadcasts 256 MB buckets
   over gloo to the worker; the driver only issues the calls;
@@ -67,8 +68,9 @@ class PeakRss:
         return (self.peak - self.base) / 2**20
 
 
-def build_random_llama(out_dir: str) -> str:
-    """A random ~0.5 GB fp32 Llama (hidden 768, 12 layers, SmolLM2 tokenizer) in ``out_dir``."""
+def build_random_llama(out_dir: str, hidden: int = 768, layers: int = 12) -> str:
+    """A random fp32 Llama (SmolLM2 tokenizer) in ``out_dir``: ~0.5 GB at hidden 768 x 12
+    layers, ~1.1 GB at 1024 x 16."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -78,9 +80,9 @@ def build_random_llama(out_dir: str) -> str:
 
     tokenizer = AutoTokenizer.from_pretrained(
         ensure_built(default_cache_dir(), "smollm2-tokenizer", build_smollm2_tokenizer))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12,
-                         num_attention_heads=12, num_key_value_heads=12,
-                         intermediate_size=2048, tie_word_embeddings=True)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
+                         intermediate_size=hidden * 8 // 3, tie_word_embeddings=True)
     torch.manual_seed(0)
     LlamaForCausalLM(config).to(torch.float32).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -126,7 +128,8 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         models = [("SmolLM2-135M", resolve_model("smollm2-135m-instruct")),
-                  ("random Llama 768x12", build_random_llama(tmp))]
+                  ("random Llama 768x12", build_random_llama(f"{tmp}/768")),
+                  ("random Llama 1024x16", build_random_llama(f"{tmp}/1024", 1024, 16))]
         for name, path in models:
             results[name] = measure(path, args.reps)
             print(name, results[name], flush=True)
@@ -139,6 +142,7 @@ def main() -> int:
         "peak minus the driver's RSS just before the sync (sampled every 2 ms). Collective: "
         "learner rank 0 broadcasts 256 MB buckets over gloo, the driver only issues the calls; "
         "object store: rank 0's state dict comes back to the driver, is packed and `ray.put`. "
+        "The bucket buffers are reused across syncs (the warm-up pays their first touch). "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; `uptime` at the start: "
         f"`{load}` (the seconds are upper bounds on a loaded machine; RSS is not affected).",
         "",
