@@ -109,12 +109,23 @@ class ForkServer:
                       "seccomp": (seccomp.program(seccomp.SHARED_UID_DENIED) or b"").hex()}
         self._proc = None
         self._sock: socket.socket | None = None
-        self._base_tasks = 0
+        self._base_tasks = -1  # until the server says it is ready
         self._served = 0
         self._current: Execution | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def _start(self) -> None:
+    def prepare(self) -> None:
+        """Start the server's sandbox without waiting for it (a later ``launch`` waits), so
+        that two servers can start at once; nothing if it runs or is starting already."""
+        if not self._usable():
+            self.close()  # first use, worn out, or its sandbox died (killed from outside)
+            self._spawn()
+
+    def _usable(self) -> bool:
+        return (self._sock is not None and self._served < self.max_executions
+                and self._proc is not None and self._proc.poll() is None)
+
+    def _spawn(self) -> None:
         host, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sources = memfd(json.dumps(self._spec))
         try:
@@ -129,7 +140,9 @@ class ForkServer:
         finally:
             inside.close()
             os.close(sources)
-        self._sock, self._served = host, 0
+        self._sock, self._served, self._base_tasks = host, 0, -1
+
+    def _await_ready(self) -> None:
         ready = self._recv(time.monotonic() + STARTUP_TIMEOUT_S)
         if not isinstance(ready, dict) or ready.get("ready") is not True:
             self.close()
@@ -162,10 +175,9 @@ class ForkServer:
         setup failure raises ``ForkServerError`` there (the program never ran)."""
         if self._current is not None:
             raise ForkServerError("fork server: the previous execution was not ended")
-        if (self._sock is None or self._served >= self.max_executions
-                or (self._proc is not None and self._proc.poll() is not None)):
-            self.close()  # first use, worn out, or its sandbox died (killed from outside)
-            self._start()
+        self.prepare()
+        if self._base_tasks < 0:
+            self._await_ready()
         assert self._sock is not None
         plan = budget(limits, supervisor_mb=SUPERVISOR_MB + SERVER_MB)
         args_fd = memfd(json.dumps([prog, *args]))

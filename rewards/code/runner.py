@@ -292,6 +292,8 @@ class _Servers:
         self.judge = ForkServer(programs, modules)
 
     def start(self, prog: str, args: list[str], limits: Limits, **io: Any) -> Any:
+        if prog == "agent":  # its judge follows at once: both servers start side by side
+            self.judge.prepare()
         server = self.judge if prog == "judge" else self.candidate
         return server.launch(prog, args, limits, **io)
 
