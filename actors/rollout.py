@@ -200,8 +200,8 @@ class RolloutWorker:
 
     def receive_weights(self, version: int) -> int:
         """Receive weights broadcast by learner rank 0 over the weight group and load them;
-        returns ``version``. Full weights go into an engine that applies adapters (HF) bucket
-        by bucket; other engines (vLLM) get them whole; an adapter-only payload (``meta
+        returns ``version``. Full weights go into the HF engine bucket by bucket; other
+        engines (vLLM) get them whole; an adapter-only payload (``meta
         ["lora"]``) goes through ``_load_adapter`` as in ``update_weights``."""
         from actors.collective import CollectiveError, receive_state
 
@@ -218,7 +218,8 @@ class RolloutWorker:
         if int(meta.get("version", version)) != version:
             raise CollectiveError(f"receive_weights: expected version {version}, the sender "
                                   f"sent {meta.get('version')}")
-        per_bucket = meta.get("lora") is None and self._engine_applies_adapters()
+        # only the HF engine loads a partial state in place; vLLM reloads (and repacks) whole
+        per_bucket = meta.get("lora") is None and self.engine_name == "hf"
         whole: dict[str, torch.Tensor] = {}
         for tensors in itertools.chain([first], (bucket for _, bucket in stream)):
             if per_bucket:
@@ -228,7 +229,8 @@ class RolloutWorker:
         if meta.get("lora") is not None:
             self._load_adapter(whole, meta["lora"])
         elif not per_bucket:
-            self._full = whole
+            if not self._engine_applies_adapters():  # what later adapter syncs merge onto
+                self._full = whole
             self.engine.load_weights(whole.items())
         self.last_load_s = time.perf_counter() - start
         self.weights_version = int(version)
