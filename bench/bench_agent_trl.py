@@ -5,9 +5,11 @@ split, in the order rlsys's sampler draws them), same tool (rlsys's sympy ``calc
 calls it through a typed Python function), same reward (the final ``\\boxed{}`` checked by
 ``rewards.math``), same group size, temperature 1.0, lr 1e-5 constant, clip 0.2/0.28,
 token-mean loss, no KL, one optimizer step per generation batch, the same torch threads.
-Turn budget: rlsys ``max_turns`` turns of ``max_tokens_per_turn`` each; TRL
-``max_tool_calling_iterations = turns - 1`` and ``max_completion_length = turns * per_turn``
-(TRL counts tool results in that budget too).
+Token budget: each generation call gets ``--tokens-per-turn`` new tokens on both sides: rlsys
+``max_tokens_per_turn`` (up to ``max_turns`` turns), TRL ``max_completion_length`` with
+``max_tool_calling_iterations = turns - 1`` (TRL's budget is the whole completion, tool
+results included, so after a tool call TRL has less left than rlsys; without tool calls the
+two runs are the same single generation).
 
 What differs, because TRL requires it: TRL 1.16 refuses SmolLM2-135M-Instruct's own chat
 template for tools (``supports_tool_calling`` is False: the template drops ``tool_calls``, and
@@ -97,7 +99,8 @@ def run_rlsys(recipe, workdir: str) -> dict:
             "generate": [r.get("time/generate", 0.0) for r in rows],
             "turns": [r.get("turns/mean") for r in rows],
             "tool_calls": [r.get("tool_calls/mean") for r in rows],
-            "reward": [r.get("reward/mean") for r in rows], "wall_s": wall}
+            "reward": [r.get("reward/mean") for r in rows],
+            "length": [r.get("response_length/mean") for r in rows], "wall_s": wall}
 
 
 def calculator(expression: str) -> str:
@@ -156,7 +159,7 @@ def trl_worker(spec_path: str) -> None:
         warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0,
         per_device_train_batch_size=spec["prompts"] * spec["group"],
         gradient_accumulation_steps=1, num_generations=spec["group"],
-        max_completion_length=spec["turns"] * spec["tokens_per_turn"],
+        max_completion_length=spec["tokens_per_turn"],
         max_tool_calling_iterations=spec["turns"] - 1, temperature=1.0, top_p=1.0, top_k=0,
         beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", num_iterations=1,
         shuffle_dataset=False, seed=0, logging_steps=1, save_strategy="no", eval_strategy="no",
@@ -212,17 +215,20 @@ def report(args, rlsys: dict, trl: dict | None, loads: list[str]) -> str:
            f"tool, T=1.0, {args.threads} torch thread(s) per process, {os.cpu_count()} cores.",
            "", f"Load average (1/5/15 min): {'; '.join(loads)}", "",
            "| setup | step 1 (s) | mean step 2.. (s) | all steps (s) | turns or tool calls/mean "
-           "| reward/mean | process wall (s) |", "|---|---|---|---|---|---|---|",
+           "| completion tokens/mean | reward/mean | process wall (s) |",
+           "|---|---|---|---|---|---|---|---|",
            f"| rlsys GRPO (env tool_math) | {rlsys['steps'][0]:.1f} | "
            f"**{_mean(rlsys['steps'][1:]):.1f}** | "
            f"{', '.join(f'{s:.1f}' for s in rlsys['steps'])} | turns {_mean(rlsys['turns']):.2f},"
-           f" calls {_mean(rlsys['tool_calls']):.2f} | {_mean(rlsys['reward']):.2f} | "
+           f" calls {_mean(rlsys['tool_calls']):.2f} | {_mean(rlsys['length']):.1f} | "
+           f"{_mean(rlsys['reward']):.2f} | "
            f"{rlsys['wall_s']:.0f} |"]
     if trl is not None:
         steps = [s["begin_to_end"] for s in trl["steps"]]
         out.append(f"| TRL {trl['trl']} GRPOTrainer (tools=[calculator]) | {steps[0]:.1f} | "
                    f"**{_mean(steps[1:]):.1f}** | {', '.join(f'{s:.1f}' for s in steps)} | "
-                   f"call frequency {_mean(trl['tool_calls']):.2f} | {_mean(trl['reward']):.2f}"
+                   f"call frequency {_mean(trl['tool_calls']):.2f} | "
+                   f"{_mean(trl['completion_length']):.1f} | {_mean(trl['reward']):.2f}"
                    f" | {trl['wall_s']:.0f} |")
         ratio = _mean(steps[1:]) / _mean(rlsys["steps"][1:])
         trl_gen = ", ".join(f"{s.get('generate_and_score', 0.0):.1f}" for s in trl["steps"])
@@ -237,6 +243,11 @@ def report(args, rlsys: dict, trl: dict | None, loads: list[str]) -> str:
                 f"* Mean step 2.., TRL / rlsys: **{ratio:.2f}x**. rlsys generate per step: "
                 f"{', '.join(f'{s:.1f}' for s in rlsys['generate'])} s; TRL generate-and-score: "
                 f"{trl_gen} s.",
+                "* Tool calls made: rlsys "
+                f"{_mean(rlsys['tool_calls']):.2f} per episode, TRL call frequency "
+                f"{_mean(trl['tool_calls']):.2f}. With none, both steps are one generation per "
+                "sample plus the multi-turn bookkeeping, so this compares the machinery's "
+                "cost, not tool execution.",
                 "* Sampling differs (different prompts' formatting, different random draws), so "
                 "turns, tool calls and rewards are a sanity check that both ran the task, not "
                 "a like-for-like comparison; one run each on a shared machine."]
