@@ -4,8 +4,9 @@
 ``type`` is checked against the environment registry (``rlsys.envs``, entry points included)
 when the recipe is parsed. With ``env:`` set, every RL stage of the recipe samples multi-turn
 episodes in that environment (the environment's reward is the reward; ``reward:`` is not used
-by them) and eval stages evaluate by episodes; ``env_errors`` names the recipe settings that
-cannot go with it (data-generation stages, overlong shaping). This module only describes
+by them), eval stages evaluate by episodes and ``rejection_sampling`` keeps rewarded episodes as
+conversations; ``env_errors`` names the recipe settings that cannot go with it (the other
+data-generation stages, overlong shaping). This module only describes
 configuration; it builds no environment.
 """
 
@@ -17,13 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 def env_errors(recipe: Any) -> list[tuple[str, str]]:
-    """``(field, message)`` for settings a recipe with ``env:`` cannot have: data-generation
-    stages (they sample single-turn), and DAPO overlong shaping (its length is per turn)."""
+    """``(field, message)`` for settings a recipe with ``env:`` cannot have: the
+    data-generation stages other than ``rejection_sampling`` (they sample single-turn), and
+    DAPO overlong shaping (its length is per turn)."""
     from rlsys.config.base import DATA_GEN_KINDS, RL_KINDS
 
     errors = []
     for i, stage in enumerate(recipe.stages):
-        if stage.kind in DATA_GEN_KINDS:
+        if stage.kind in DATA_GEN_KINDS and stage.kind != "rejection_sampling":
             errors.append((f"stages.{i}.kind", f"{stage.kind!r} stages do not run multi-turn "
                            f"episodes; a recipe with 'env:' cannot have them (run them in a "
                            f"recipe without 'env:')"))

@@ -8,7 +8,8 @@ lazily, so the file only has to exist when that stage starts. The model is passe
 
 * ``rejection_sampling`` (RFT): k samples per prompt, scored by the recipe's reward; samples with
   reward >= ``threshold`` are kept, deduplicated on normalised (prompt, response) text, and
-  written as SFT records ``{prompt, response, answer}``.
+  written as SFT records ``{prompt, response, answer}``. With a recipe ``env:``, k episodes per
+  prompt instead, kept as whole conversations (``rlsys.controller.episode_data``).
 * ``preference_pairs`` (UltraFeedback-style): k samples per prompt, scored by the recipe's
   reward (a verifier, a reward model, an LLM judge behind the ``remote`` reward) or, with
   ``generate.judge``, ranked by an LLM judge in its own worker pool (``actors.judge_pool``;
@@ -371,6 +372,12 @@ def _stage_prompts(ctx: RunContext, stage: StageConfig, decontam: Decontaminator
 def _rejection_sampling(ctx: RunContext, stage: StageConfig, model_path: str,
                         decontam: Decontaminator | None) -> DriverResult:
     records, dropped = _stage_prompts(ctx, stage, decontam)
+    if ctx.recipe.env is not None:  # episodes in the environment -> SFT conversations
+        from rlsys.controller.episode_data import episode_rejection_sampling
+
+        kept, generated, more = episode_rejection_sampling(ctx, model_path, records,
+                                                           _section(stage), decontam)
+        return kept, generated, dropped + more, {}
     samples = _scored(ctx, model_path, records, _section(stage))
     kept, more = accept_samples(records, samples, threshold=_section(stage).threshold,
                                 decontam=decontam)

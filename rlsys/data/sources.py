@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 CANONICAL_FIELDS = ("prompt", "response", "messages", "chosen", "rejected", "text", "answer")
 FORMATS = ("jsonl", "json", "parquet", "hf_disk", "hf_json", "hf_parquet")
-MESSAGE_ROLES = ("system", "user", "assistant")
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")  # tool: an environment's observation
 # What a record of each kind must hold: any one of the alternatives.
 KIND_REQUIREMENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "text": (("text",),),
@@ -84,11 +84,20 @@ def _check_message_list(value: Any, what: str) -> None:
                             f"got {message.get('role')!r}")
 
 
+def chat_message(m: dict) -> dict:
+    """``{role, content}`` of a message, plus the ``name`` of a tool message (the tool called),
+    which chat templates may render."""
+    out = {"role": m["role"], "content": m["content"]}
+    if m["role"] == "tool" and isinstance(m.get("name"), str):
+        out["name"] = m["name"]
+    return out
+
+
 def _check_value(name: str, value: Any) -> Any:
     """Validate (and normalise) one canonical field; raises TypeError with a reason."""
     if name == "messages":
         _check_message_list(value, "messages")
-        return [{"role": m["role"], "content": m["content"]} for m in value]
+        return [chat_message(m) for m in value]
     if name == "answer":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError(f"must be a string or number, got {type(value).__name__}")

@@ -20,7 +20,7 @@ from typing import Any
 
 DEFAULT_CHAT_TEMPLATE = "chatml"
 TEMPLATE, PROMPT, RESPONSE, RESPONSE_END = "template", "prompt", "response", "response_end"
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
 _PLACEHOLDER = "\ue000RLSYS{}\ue001"  # private-use characters: never in real text
 
 
@@ -30,8 +30,8 @@ class Segment:
 
     Attributes:
         text: the characters.
-        kind: ``template`` (markers/role headers/default system prompt), ``prompt`` (system or
-            user content), ``response`` (assistant content) or ``response_end`` (the template
+        kind: ``template`` (markers/role headers/default system prompt), ``prompt`` (system, user or
+            tool content), ``response`` (assistant content) or ``response_end`` (the template
             text that closes an assistant turn, e.g. ``<|im_end|>\\n``).
         turn: index of the message it belongs to (-1 for text outside any message).
     """
@@ -78,8 +78,7 @@ def render_segments(tokenizer: Any, messages: list[dict[str, Any]]) -> list[Segm
     otherwise a ``ValueError`` says so.
     """
     _check_messages(messages)
-    marked = [{"role": m["role"], "content": _PLACEHOLDER.format(i)}
-              for i, m in enumerate(messages)]
+    marked = [{**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
     full = render_chat(tokenizer, marked)
     ends = []
     for i in range(len(messages)):

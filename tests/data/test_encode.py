@@ -55,6 +55,20 @@ def test_assistant_mode_counts_every_assistant_turn(tokenizer):
     ]
 
 
+def test_tool_observations_are_context_and_assistant_turns_are_targets(tokenizer):
+    """A tool-use conversation (an environment episode kept as SFT data): the tool's output is
+    rendered as a turn of its own and never counted; every assistant turn is."""
+    chat = [{"role": "user", "content": "What is 4321 * 17?"},
+            {"role": "assistant", "content": '<tool_call>{"name": "calculator"}</tool_call>'},
+            {"role": "tool", "name": "calculator", "content": "73457"},
+            {"role": "assistant", "content": "\\boxed{73457}"}]
+    encoded = encode_messages(tokenizer, chat, mask_mode="assistant", max_len=512)
+    assert tokenizer.decode(encoded.input_ids) == render_chat(tokenizer, chat)
+    assert "73457<|im_end|>" in render_chat(tokenizer, chat)
+    assert _counted_spans(tokenizer, encoded) == [chat[1]["content"] + END,
+                                                  chat[3]["content"] + END]
+
+
 def test_template_mode_masks_only_template_tokens(tokenizer):
     encoded = encode_messages(tokenizer, CHAT, mask_mode="template", max_len=512)
     assert _counted_spans(tokenizer, encoded) == [

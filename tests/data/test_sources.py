@@ -59,6 +59,17 @@ def test_bad_messages_named(tmp_path):
         load_records(path)
 
 
+def test_tool_messages_keep_the_tool_name(tmp_path):
+    chat = [{"role": "user", "content": "7*6?"},
+            {"role": "assistant", "content": "<tool_call>...</tool_call>", "name": "x"},
+            {"role": "tool", "name": "calculator", "content": "42", "extra": 1},
+            {"role": "assistant", "content": "42"}]
+    loaded = load_records(_write_jsonl(tmp_path / "t.jsonl", [{"messages": chat}]))
+    assert loaded.records[0]["messages"][1:3] == [
+        {"role": "assistant", "content": "<tool_call>...</tool_call>"},
+        {"role": "tool", "name": "calculator", "content": "42"}]
+
+
 def test_skip_mode_counts_every_bad_row(tmp_path):
     path = _write_jsonl(tmp_path / "s.jsonl", [
         {"text": "ok"}, "{oops", {"text": 3}, {"other": 1}, [1, 2], {"text": "fine"},

@@ -107,9 +107,9 @@ def test_a_recipe_with_env_refuses_what_cannot_run_multi_turn():
     assert str(err.value).startswith("r.yaml: stages.0.algo.overlong_buffer: overlong shaping "
                                      "is single-turn only")
     data = {"sources": [{"name": "p", "generator": "tool_math", "kind": "prompt"}]}
-    sampling = {"name": "rs", "kind": "rejection_sampling", "steps": 1,
+    sampling = {"name": "pp", "kind": "preference_pairs", "steps": 1,
                 "generate": {"output": "rs.jsonl", "k": 2}}
-    with pytest.raises(RecipeError, match="stages.0.kind: 'rejection_sampling' stages do not "
+    with pytest.raises(RecipeError, match="stages.0.kind: 'preference_pairs' stages do not "
                                           "run multi-turn episodes"):
         recipe_from_dict({**recipe, "data": data, "stages": [sampling],
                           "env": {"type": "tool_math"}}, "r.yaml")
