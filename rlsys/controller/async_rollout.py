@@ -38,10 +38,10 @@ from rlsys.controller.experience import informative_groups
 
 if TYPE_CHECKING:
     from rlsys.controller.phases import PhaseTimer
+    from rlsys.controller.rl_batch import Batch
     from rlsys.types import Completion
 
-#: ``rlsys.controller.rl.Batch`` / ``RLStage`` (not imported: ``rl`` imports this module)
-Batch = Any
+#: ``rlsys.controller.rl.RLStage`` (not imported: ``rl`` imports this module)
 RLStage = Any
 
 T = TypeVar("T")

@@ -59,18 +59,17 @@ def accept_episodes(records: Sequence[dict], completions: Sequence[Completion], 
 
 
 def episode_rejection_sampling(ctx: RunContext, model_path: str, records: list[dict],
-                               gen: GenerateConfig, decontam: Decontaminator | None,
-                               ) -> tuple[list[dict], int, Counter]:
-    """Run ``gen.k`` episodes per record in the recipe's env and filter them; returns the kept
-    SFT records, the number of episodes, and the drops."""
+                               gen: GenerateConfig, decontam: Decontaminator | None, *,
+                               chunk: int) -> tuple[list[dict], int, Counter]:
+    """Run ``gen.k`` episodes per record in the recipe's env (``chunk`` prompts per call) and
+    filter them; returns the kept SFT records, the number of episodes, and the drops."""
     from rlsys.controller.generation import generate_in_chunks
-    from rlsys.controller.synthetic import GENERATE_CHUNK
 
     env = ctx.recipe.env
     if env is None:
         raise ValueError("episode_rejection_sampling needs a recipe with 'env:'")
     completions = generate_in_chunks(
-        ctx.rollout_pool(model_path), records, chunk=GENERATE_CHUNK, n=gen.k,
+        ctx.rollout_pool(model_path), records, chunk=chunk, n=gen.k,
         seed=ctx.recipe.seed, temperature=gen.temperature, top_p=1.0, env=env.model_dump())
     kept, dropped = accept_episodes(records, completions, threshold=gen.threshold,
                                     decontam=decontam)

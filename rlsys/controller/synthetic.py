@@ -376,7 +376,8 @@ def _rejection_sampling(ctx: RunContext, stage: StageConfig, model_path: str,
         from rlsys.controller.episode_data import episode_rejection_sampling
 
         kept, generated, more = episode_rejection_sampling(ctx, model_path, records,
-                                                           _section(stage), decontam)
+                                                           _section(stage), decontam,
+                                                           chunk=GENERATE_CHUNK)
         return kept, generated, dropped + more, {}
     samples = _scored(ctx, model_path, records, _section(stage))
     kept, more = accept_samples(records, samples, threshold=_section(stage).threshold,
