@@ -265,3 +265,14 @@ def _mixed_number(m: re.Match) -> str:
 
 def _is_name_only(text: str) -> bool:
     return re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", text) is not None
+
+
+#: a number written out: optional sign, digits (groups of 3 may be split by , or thin spaces),
+#: optional decimals
+_NUMERAL = re.compile(r"[+-]?\d{1,3}(?:(?:,|\\,|\s)?\d{3})*(?:\.\d+)?|[+-]?\d+(?:\.\d+)?")
+
+
+def is_numeral(text: str) -> bool:
+    """True when ``text`` (an extracted final answer) is a number written out in digits, not an
+    expression for the verifier to compute."""
+    return _NUMERAL.fullmatch(text.strip().strip("$").strip()) is not None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rewards.base import RewardItem, Score
 from rewards.math import extract_answer, has_boxed, verify_batch
-from rewards.math.extract import clean_answer
+from rewards.math.extract import clean_answer, is_numeral
 
 _LETTER_RE = re.compile(r"\s*\(?([A-E])\)?(?:[\s.:)。,]|$)")
 _CHOICE_PATTERNS = [
@@ -96,15 +96,23 @@ def grade_batch(responses: Sequence[str], references: Sequence[str], timeout: fl
 
 class MathReward:
     """Reward 1.0 for an answer equivalent to the reference, plus ``format_bonus`` when the
-    response has a ``\\boxed{}`` answer at all."""
+    response has a ``\\boxed{}`` answer at all.
+
+    ``answer_form="number"``: the extracted answer must also be a number written out in digits
+    (``is_numeral``), for tasks whose point is to compute a value: the verifier evaluates
+    expressions, so restating the problem (``\\boxed{3 + 4}``) would otherwise be correct.
+    Such answers score 0 with ``info["status"] = "not_a_number"``. Default ``"any"``."""
 
     name = "math"
     version = "1"
 
     def __init__(self, timeout: float = 5.0, format_bonus: float = 0.0,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, answer_form: str = "any") -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
+        if answer_form not in ("any", "number"):
+            raise ValueError(f"answer_form must be 'any' or 'number', got {answer_form!r}")
+        self.answer_form = answer_form
         self.timeout = timeout
         self.format_bonus = format_bonus
         self.workers = workers
@@ -125,8 +133,13 @@ class MathReward:
                              timeout=self.timeout, workers=self.workers)
         for i, g in zip(todo, graded, strict=True):
             bonus = self.format_bonus if has_boxed(items[i].response) else 0.0
-            info = {"extracted": g.extracted, "correct": g.correct}
+            correct = g.correct
+            info: dict = {"extracted": g.extracted, "correct": correct}
             if g.timed_out:  # load-dependent: the service does not cache it
                 info["status"] = "timeout"
-            scores[i] = Score(float(g.correct) + bonus, info=info)
+            elif (self.answer_form == "number" and g.extracted is not None
+                  and not is_numeral(g.extracted)):
+                correct = info["correct"] = False
+                info["status"] = "not_a_number"
+            scores[i] = Score(float(correct) + bonus, info=info)
         return [s for s in scores if s is not None]

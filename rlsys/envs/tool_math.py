@@ -3,8 +3,11 @@
 An episode: the opening messages are a system message describing the tools and the user's
 problem (``record["prompt"]``). A turn with tool calls is answered with the tools' results
 (reward 0, not done); a turn without tool calls is the final answer: its last ``\\boxed{}``
-(or other final-answer form ``rewards.math.extract_answer`` knows) is checked against
-``record["answer"]`` by ``rewards.math.verify``: reward 1.0 or 0.0, done. After
+(or other final-answer form ``rewards.math.extract_answer`` knows) must be a number written
+out in digits (thousands separators allowed) and is then checked against ``record["answer"]``
+by ``rewards.math.verify``: reward 1.0 or 0.0, done. The number rule closes a reward hack: the
+verifier computes expressions, so restating the problem (``9539 * 625``) would otherwise equal
+the answer; a policy trained without the rule learned exactly that in 8 GRPO steps. After
 ``max_tool_turns`` turns with calls the episode ends with reward 0 (the model never answered).
 ``problems(n, seed)`` makes records: 3-4 digit multiplications and exact divisions.
 Turn and token caps of the rollout are not handled here (``EnvConfig``).
@@ -87,12 +90,16 @@ class ToolMathEnv:
                 return StepResult([], 0.0, True, {**info, "end": "max_tool_turns"})
             return StepResult(observation, 0.0, False, info)
         from rewards.math import extract_answer, verify
+        from rewards.math.extract import is_numeral
 
         pred = extract_answer(assistant_text)
-        correct = pred is not None and verify(pred, self._answer, self.verify_timeout_s)
+        numeral = pred is not None and is_numeral(pred)
+        correct = numeral and verify(pred, self._answer, self.verify_timeout_s)
         self._finish()
-        return StepResult([], 1.0 if correct else 0.0, True,
-                          {"end": "answer", "pred": pred, "correct": correct})
+        info = {"end": "answer", "pred": pred, "correct": correct}
+        if pred is not None and not numeral:
+            info["not_a_number"] = True
+        return StepResult([], 1.0 if correct else 0.0, True, info)
 
     def _finish(self) -> None:
         self._done = True

@@ -61,6 +61,27 @@ def test_tool_math_wrong_answer_scores_zero(tool_math):
     assert (final.done, final.reward, final.info["pred"]) == (True, 0.0, "4517276")
 
 
+@pytest.mark.parametrize("text", ["4821 * 937", "\\boxed{4821 \\cdot 937}", "4821*937",
+                                  "\\boxed{4517278 - 1}", "\\boxed{\\frac{9035754}{2}}"])
+def test_tool_math_restating_the_problem_is_not_an_answer(tool_math, text):
+    """The verifier computes expressions, so an answer that restates the problem equals the
+    gold value; the environment only accepts a number written out (a policy trained before this
+    rule learned to answer '9539 * 625' and scored 1.0 on every held-out problem)."""
+    tool_math.reset(RECORD)
+    final = tool_math.step(text)
+    assert (final.done, final.reward, final.info["correct"]) == (True, 0.0, False)
+    assert final.info["not_a_number"] is True
+
+
+@pytest.mark.parametrize("text", ["\\boxed{4517277}", "The answer is \\boxed{4,517,277}.",
+                                  "\\boxed{4\\,517\\,277}", "4517277"])
+def test_tool_math_accepts_the_number_in_its_usual_spellings(tool_math, text):
+    tool_math.reset(RECORD)
+    final = tool_math.step(text)
+    assert (final.done, final.reward, final.info["correct"]) == (True, 1.0, True)
+    assert "not_a_number" not in final.info
+
+
 def test_tool_math_malformed_call_is_an_observation_not_an_end(tool_math):
     tool_math.reset(RECORD)
     bad = tool_math.step('<tool_call>{"name": "calculator", "arguments": {"expr')

@@ -1,5 +1,7 @@
 """``MathReward`` through the registry: values, format bonus, info, per-item errors."""
 
+import pytest
+
 from rewards import RewardItem, get_reward
 from rewards.math.reward import MathReward, choice_letter, extract_choice, grade_batch
 
@@ -25,6 +27,18 @@ def test_scores_correct_wrong_and_bonus():
     assert scores[1].info["correct"] is False
     assert scores[3].info["extracted"] is None
     assert not scores[4].ok and "reference" in scores[4].error
+
+
+def test_answer_form_number_refuses_an_expression_the_verifier_would_compute():
+    items = [RewardItem("q", r"So \boxed{3 + 4}", "7"), RewardItem("q", r"\boxed{1,234}", "1234"),
+             RewardItem("q", r"\boxed{\frac{14}{2}}", "7"), RewardItem("q", r"\boxed{8}", "7")]
+    assert [s.value for s in MathReward().score(items)] == [1.0, 1.0, 1.0, 0.0]
+    scores = MathReward(answer_form="number").score(items)
+    assert [s.value for s in scores] == [0.0, 1.0, 0.0, 0.0]
+    assert scores[0].info == {"extracted": "3 + 4", "correct": False, "status": "not_a_number"}
+    assert "status" not in scores[3].info
+    with pytest.raises(ValueError, match="answer_form must be 'any' or 'number'"):
+        MathReward(answer_form="digits")
 
 
 def test_reference_given_as_full_solution():
