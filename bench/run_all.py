@@ -35,6 +35,8 @@ SUITE = [
     ("multinode", "bench_multinode.py", "multinode_results.md",
      "time from a node kill to progress"),
     ("quickstart", "(make demo)", "quickstart_results.md", "held-out accuracy of the demo"),
+    ("agent_quickstart", "(rlsys train configs/agent_quickstart.yaml)",
+     "agent_quickstart_results.md", "held-out accuracy of the agentic demo"),
     ("gpu", "(scripts/gpu_check.sh, on a GPU)", "gpu_results.md", "GPU learner/engine/sync check"),
 ]
 

@@ -20,16 +20,12 @@ to rollout engines or decide when to checkpoint.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from learner import checkpoint as ckpt
 from learner.critic import values_from_output
 from learner.engine import (
     DTYPES,
@@ -51,18 +47,16 @@ from learner.losses import (
     trim_to_targets,
     value_loss_fn,
 )
-from learner.model_io import adapter_payload, full_state, save_model_dir
 from learner.prefix import plan_shared_prompts, shared_prompt_forward, unalign
+from learner.resume import CheckpointMixin
 from learner.schedules import build_lr_lambda
+from learner.sync import WeightSyncMixin
 from rlsys.algo import sequence_logps, token_logprobs
 from rlsys.data.attention import packed_forward
 from rlsys.types import Experience, PolicyLossSpec, TokenBatch
 
-DEEPSPEED_DIR = "deepspeed"
-DEEPSPEED_TAG = "state"
 
-
-class Learner:
+class Learner(WeightSyncMixin, CheckpointMixin):
     """One rank of a DeepSpeed-trained causal LM (or, with ``value_head=True``, a critic).
 
     Args (all keyword-only):
@@ -352,149 +346,3 @@ class Learner:
             )
 
     # ----------------------------------------------------------------- weights and checkpoints
-    def state_dict_for_sync(self, dtype: str | None = None) -> dict[str, torch.Tensor] | None:
-        """Full HF-named CPU tensors on rank 0 (None on other ranks), in ``dtype`` (default: the
-        training dtype). Call on ALL ranks: under ZeRO-3 every rank takes part in the gather.
-        With LoRA: the Hugging Face names of the base model, adapters merged."""
-        return full_state(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
-                          dtype=DTYPES[dtype] if dtype is not None else None)
-
-    def adapter_for_sync(
-        self, dtype: str | None = None
-    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """``(adapter tensors named as in adapter_model.safetensors, layout for the engine)`` on
-        rank 0, None elsewhere: an adapter-only weight sync. Call on ALL ranks; needs LoRA."""
-        return adapter_payload(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
-                               dtype=DTYPES[dtype] if dtype is not None else None)
-
-    def open_weight_group(self, address: str, world_size: int, epoch: int, backend: str,
-                          timeout_s: float) -> dict[str, Any] | None:
-        """Rank 0: host the store of a new driver-free weight group (``actors.collective``) on
-        ``address`` and return its spec (None on other ranks); an earlier group is dropped."""
-        if self.rank != 0:
-            return None
-        from actors.collective import WeightGroup
-
-        old = getattr(self, "_weight_group", None)
-        if old is not None:
-            old.close()
-        self._weight_group = WeightGroup.host(address, world_size, epoch, backend, timeout_s)
-        return self._weight_group.spec.as_dict()
-
-    def join_weight_group(self, spec: dict[str, Any]) -> None:
-        """Rank 0: connect the group opened by ``open_weight_group`` (blocks until every rollout
-        worker joined, at most its timeout). A no-op on other ranks."""
-        if self.rank != 0:
-            return
-        group = getattr(self, "_weight_group", None)
-        if group is None or group.spec.as_dict() != spec:
-            raise RuntimeError(f"join_weight_group: rank 0 holds no opened group matching {spec}")
-        group.join(self.device)
-
-    def send_weights(self, version: int, bucket_bytes: int, *, adapter_only: bool | None = None,
-                     dtype: str | None = None) -> dict[str, float] | None:
-        """Gather the weights (``state_dict_for_sync``; ``adapter_for_sync`` when
-        ``adapter_only``, by default when the model has LoRA adapters) and broadcast them from
-        rank 0 over the weight group in buckets of ``bucket_bytes``, tagged with ``version``.
-        Call on ALL ranks (the ZeRO-3 gather is collective); returns rank 0's send
-        statistics, None elsewhere."""
-        from actors.collective import send_state
-
-        meta: dict[str, Any] = {"version": int(version)}
-        if adapter_only if adapter_only is not None else is_lora(self._engine.module):
-            payload = self.adapter_for_sync(dtype)
-            state = payload[0] if payload is not None else None
-            if payload is not None:
-                meta["lora"] = payload[1]
-        else:
-            state = self.state_dict_for_sync(dtype)
-        if self.rank != 0:
-            return None
-        group = getattr(self, "_weight_group", None)
-        if group is None or state is None:
-            raise RuntimeError("send_weights: rank 0 has no joined weight group or no state")
-        device = self.device if group.spec.backend == "nccl" else "cpu"
-        return send_state(group, state.items(), bucket_bytes=bucket_bytes, meta=meta,
-                          device=device)
-
-    def save_checkpoint(
-        self,
-        path: str | Path,
-        *,
-        extra_state: dict[str, Any] | None = None,
-        training_state: bool = True,
-    ) -> Path:
-        """Atomically write an HF directory plus training state (see ``learner.checkpoint``) to
-        ``path``; the previous content of ``path`` survives any failure. Call on ALL ranks.
-
-        ``training_state=False`` writes the model and ``trainer_state.json`` only, no optimizer,
-        scheduler or RNG (a stage's final model: 1/3 of the bytes for AdamW in fp32); such a
-        directory cannot be resumed from (``load_checkpoint`` says so)."""
-        path = Path(path)
-        token = self._broadcast_token()
-        tmp = ckpt.tmp_dir_for(path, token)
-        try:
-            if self.rank == 0:
-                (tmp / ckpt.TRAINING_STATE).mkdir(parents=True)
-            dist.barrier()
-            save_model_dir(self._engine.module, tmp, zero_stage=self.zero_stage, rank=self.rank,
-                           tokenizer=self._tokenizer, merged=not training_state)
-            if training_state:
-                self._engine.save_checkpoint(
-                    str(tmp / ckpt.TRAINING_STATE / DEEPSPEED_DIR),
-                    tag=DEEPSPEED_TAG,
-                    save_latest=False,
-                )
-                torch.save(ckpt.capture_rng_state(), ckpt.rng_file(tmp, self.rank))
-            dist.barrier()
-            if self.rank == 0:
-                state = {
-                    "step": self.step,
-                    "world_size": self.world_size,
-                    "zero_stage": self.zero_stage,
-                    "extra_state": extra_state or {},
-                    "training_state": training_state,
-                }
-                ckpt.write_trainer_state(tmp, state)
-                ckpt.commit_dir(tmp, path)
-            dist.barrier()
-        except BaseException:
-            if self.rank == 0:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
-
-    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
-        """Restore weights, optimizer, LR scheduler, RNG and step from ``path``; returns the
-        ``extra_state`` given at save time. Call on ALL ranks, with the same world size and
-        ZeRO stage as at save time."""
-        path = Path(path)
-        state = ckpt.read_trainer_state(path)
-        if not state.get("training_state", True):
-            raise ValueError(
-                f"checkpoint {path} holds the model weights only (a stage's final save, no "
-                "optimizer/scheduler/RNG state); resume from a ckpt/step_N directory, or load "
-                "the weights as a new model"
-            )
-        saved = (state["world_size"], state["zero_stage"])
-        if saved != (self.world_size, self.zero_stage):
-            raise ValueError(
-                f"checkpoint {path} was saved with world_size={saved[0]}, zero_stage={saved[1]}; "
-                f"this learner has world_size={self.world_size}, zero_stage={self.zero_stage}"
-            )
-        load_path, _ = self._engine.load_checkpoint(
-            str(path / ckpt.TRAINING_STATE / DEEPSPEED_DIR),
-            tag=DEEPSPEED_TAG,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=True,
-        )
-        if load_path is None:
-            raise FileNotFoundError(f"DeepSpeed found no engine state under {path}")
-        ckpt.restore_rng_state(torch.load(ckpt.rng_file(path, self.rank), weights_only=False))
-        self.step = int(state["step"])
-        return dict(state["extra_state"])
-
-    def _broadcast_token(self) -> str:
-        token = [uuid.uuid4().hex if self.rank == 0 else None]
-        dist.broadcast_object_list(token, src=0)
-        return str(token[0])

@@ -94,7 +94,8 @@ class ToolMathEnv:
 
         pred = extract_answer(assistant_text)
         numeral = pred is not None and is_numeral(pred)
-        correct = numeral and verify(pred, self._answer, self.verify_timeout_s)
+        correct = pred is not None and numeral and verify(pred, self._answer,
+                                                          self.verify_timeout_s)
         self._finish()
         info = {"end": "answer", "pred": pred, "correct": correct}
         if pred is not None and not numeral:

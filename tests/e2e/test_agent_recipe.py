@@ -86,3 +86,26 @@ def test_killed_agent_run_resumes_with_the_same_data_order(tmp_path):
     ours, theirs = step_prompts(run_dir), step_prompts(reference)
     assert sorted(ours) == sorted(theirs) == [1, 2, 3, 4]
     assert [ours[s] for s in (3, 4)] == [theirs[s] for s in (3, 4)]
+
+
+def test_rejection_sampling_in_an_env_feeds_sft_with_whole_conversations(tmp_path):
+    """``configs/agent_rs_tiny.yaml``: k episodes per problem in ``tool_math``, the kept ones
+    written as ``messages`` records (system, user, assistant turns, tool observations), then an
+    SFT stage trains on that file."""
+    from rlsys.data.sources import load_records
+
+    run_dir = tmp_path / "run"
+    proc = run_train("configs/agent_rs_tiny.yaml", run_dir, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    stats = json.loads((run_dir / "synthetic" / "rs.stats.json").read_text())
+    assert stats["generated"] == 8 * 2  # 8 problems, k = 2 episodes each
+    assert stats["kept"] + sum(stats["dropped"].values()) == stats["generated"]
+    records = load_records(str(run_dir / "synthetic" / "rs.jsonl"), kind="sft").records
+    assert len(records) == stats["kept"] >= 1
+    for record in records:
+        roles = [m["role"] for m in record["messages"]]
+        assert roles[:2] == ["system", "user"] and roles[-1] == "assistant", roles
+        assert set(roles[2:]) <= {"assistant", "tool"}
+        assert record["answer"] is not None
+    sft_rows = stage_rows(run_dir, "sft")
+    assert [r["step"] for r in sft_rows] == [1, 2] and all(r["loss"] > 0 for r in sft_rows)
