@@ -1,0 +1,91 @@
+"""The learner's weight-sync methods (a mixin of ``learner.learner.Learner``): gather the
+full state or the LoRA adapter on rank 0, and broadcast it over a driver-free weight group
+(``actors.collective``) to the rollout workers. Every method is called on ALL ranks (the ZeRO-3
+gather is collective). It does not decide when to sync or which transport a stage uses
+(``rlsys.controller.rl``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from learner.engine import DTYPES
+from learner.lora import is_lora
+from learner.model_io import adapter_payload, full_state
+
+
+class WeightSyncMixin:
+    """Weight-sync methods of ``Learner``; needs its ``_engine``, ``rank``, ``zero_stage`` and
+    ``device``."""
+
+    _engine: Any
+    rank: int
+    zero_stage: int
+    device: Any
+
+    def state_dict_for_sync(self, dtype: str | None = None) -> dict[str, torch.Tensor] | None:
+        """Full HF-named CPU tensors on rank 0 (None on other ranks), in ``dtype`` (default: the
+        training dtype). Call on ALL ranks: under ZeRO-3 every rank takes part in the gather.
+        With LoRA: the Hugging Face names of the base model, adapters merged."""
+        return full_state(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
+                          dtype=DTYPES[dtype] if dtype is not None else None)
+
+    def adapter_for_sync(
+        self, dtype: str | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """``(adapter tensors named as in adapter_model.safetensors, layout for the engine)`` on
+        rank 0, None elsewhere: an adapter-only weight sync. Call on ALL ranks; needs LoRA."""
+        return adapter_payload(self._engine.module, zero_stage=self.zero_stage, rank=self.rank,
+                               dtype=DTYPES[dtype] if dtype is not None else None)
+
+    def open_weight_group(self, address: str, world_size: int, epoch: int, backend: str,
+                          timeout_s: float) -> dict[str, Any] | None:
+        """Rank 0: host the store of a new driver-free weight group (``actors.collective``) on
+        ``address`` and return its spec (None on other ranks); an earlier group is dropped."""
+        if self.rank != 0:
+            return None
+        from actors.collective import WeightGroup
+
+        old = getattr(self, "_weight_group", None)
+        if old is not None:
+            old.close()
+        self._weight_group = WeightGroup.host(address, world_size, epoch, backend, timeout_s)
+        return self._weight_group.spec.as_dict()
+
+    def join_weight_group(self, spec: dict[str, Any]) -> None:
+        """Rank 0: connect the group opened by ``open_weight_group`` (blocks until every rollout
+        worker joined, at most its timeout). A no-op on other ranks."""
+        if self.rank != 0:
+            return
+        group = getattr(self, "_weight_group", None)
+        if group is None or group.spec.as_dict() != spec:
+            raise RuntimeError(f"join_weight_group: rank 0 holds no opened group matching {spec}")
+        group.join(self.device)
+
+    def send_weights(self, version: int, bucket_bytes: int, *, adapter_only: bool | None = None,
+                     dtype: str | None = None) -> dict[str, float] | None:
+        """Gather the weights (``state_dict_for_sync``; ``adapter_for_sync`` when
+        ``adapter_only``, by default when the model has LoRA adapters) and broadcast them from
+        rank 0 over the weight group in buckets of ``bucket_bytes``, tagged with ``version``.
+        Call on ALL ranks (the ZeRO-3 gather is collective); returns rank 0's send
+        statistics, None elsewhere."""
+        from actors.collective import send_state
+
+        meta: dict[str, Any] = {"version": int(version)}
+        if adapter_only if adapter_only is not None else is_lora(self._engine.module):
+            payload = self.adapter_for_sync(dtype)
+            state = payload[0] if payload is not None else None
+            if payload is not None:
+                meta["lora"] = payload[1]
+        else:
+            state = self.state_dict_for_sync(dtype)
+        if self.rank != 0:
+            return None
+        group = getattr(self, "_weight_group", None)
+        if group is None or state is None:
+            raise RuntimeError("send_weights: rank 0 has no joined weight group or no state")
+        device = self.device if group.spec.backend == "nccl" else "cpu"
+        return send_state(group, state.items(), bucket_bytes=bucket_bytes, meta=meta,
+                          device=device)
