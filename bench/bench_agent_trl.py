@@ -74,17 +74,6 @@ def build_recipe(args):
     }, source="bench_agent_trl")
 
 
-def records_in_step_order(recipe, count: int) -> list[dict]:
-    """The records rlsys's RL stage draws, in its order (same sampler, same seed)."""
-    from rlsys.data.mixture import MixtureSampler
-    from rlsys.tasks.tool_math import generate_tool_math
-
-    source = recipe.data.sources[0]
-    records = generate_tool_math(**source.generator_kwargs)
-    sampler = MixtureSampler({SOURCE: len(records)}, {SOURCE: source.weight}, seed=recipe.seed)
-    return [records[next(sampler)[1]] for _ in range(count)]
-
-
 def run_rlsys(recipe, workdir: str) -> dict:
     """``run_recipe`` here; per-step metrics rows and the process wall time."""
     from rlsys.controller.runner import run_recipe
@@ -271,7 +260,10 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "agent_trl_results.md"))
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
+    from bench_grpo import prompts_in_step_order  # bench/ is this script's directory
+
     from rlsys.modeling import resolve_model
+    from rlsys.tasks.tool_math import generate_tool_math
 
     loads = [f"start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"]
     recipe = build_recipe(args)
@@ -279,7 +271,8 @@ def main() -> int:
         trl = None
         if not args.skip_trl:
             spec = {"model_dir": resolve_model(args.model), "threads": args.threads,
-                    "records": records_in_step_order(recipe, args.prompts * args.steps),
+                    "records": prompts_in_step_order(
+                        recipe, args.prompts * args.steps, generate_tool_math),
                     **{k: getattr(args, k) for k in ("prompts", "group", "steps", "turns",
                                                      "tokens_per_turn")}}
             trl = run_trl(spec, workdir)

@@ -77,14 +77,16 @@ def build_recipe(args: argparse.Namespace, system_prompt: str):
     }, source="bench_grpo")
 
 
-def prompts_in_step_order(recipe, count: int) -> list[dict]:
-    """The records rlsys's RL stage draws, in its order (same sampler, same seed)."""
+def prompts_in_step_order(recipe, count: int, generate=None) -> list[dict]:
+    """The records rlsys's RL stage draws from the recipe's first source, in its order (same
+    sampler, same seed); ``generate`` is the source's generator (default: arithmetic)."""
     from rlsys.data.mixture import MixtureSampler
     from rlsys.tasks.arithmetic import generate_arithmetic
 
     source = recipe.data.sources[0]
-    records = generate_arithmetic(**source.generator_kwargs)
-    sampler = MixtureSampler({SOURCE: len(records)}, {SOURCE: source.weight}, seed=recipe.seed)
+    records = (generate or generate_arithmetic)(**source.generator_kwargs)
+    sampler = MixtureSampler({source.name: len(records)}, {source.name: source.weight},
+                             seed=recipe.seed)
     return [records[next(sampler)[1]] for _ in range(count)]
 
 
