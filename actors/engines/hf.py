@@ -6,6 +6,11 @@ mode, after temperature/top-p), so no second forward pass is needed. All ``n * p
 logits are held until the batch ends, so ``max_batch_size`` (rows per ``generate`` call) bounds
 memory at about ``rows * max_new_tokens * vocab * 8`` bytes.
 
+Multi-turn episodes: ``generate(..., keep_kv=True)`` keeps each finished row's KV cache in a
+``TurnCache`` (``actors/engines/hf_turn_cache.py``); the next call's prompts that extend a kept
+row prefill only their new tokens (the observation), not the whole conversation again. Every
+weight or adapter load clears it (``turn_cache_mb`` bounds it; 0 turns it off).
+
 LoRA: ``load_adapter`` wraps the model with ``peft`` adapter layers (once per adapter layout)
 and copies the adapter tensors into them in place, so an adapter-only weight sync moves only the
 adapter; a full ``load_weights`` removes the adapter layers first (without merging them).
@@ -22,6 +27,13 @@ from typing import Any
 import torch
 
 from actors.engines.base import LOGPROBS_MODES, check_sampling_args, trim_at_stop
+from actors.engines.hf_turn_cache import (
+    TurnCache,
+    TurnEntry,
+    is_plain_dynamic,
+    left_padded_cache,
+    row_layers,
+)
 from rlsys.types import Completion
 
 
@@ -38,7 +50,12 @@ class HFEngine:
         share_prefill: with ``n > 1``, run each prompt's prefill once and copy its KV cache to
             the ``n`` samples (instead of prefilling every copy); the tokens drawn are the same
             up to float rounding.
+        turn_cache_mb: most MiB of KV kept between the turns of multi-turn episodes (see
+            ``keep_kv``); 0 disables reuse.
     """
+
+    #: ``actors.episodes`` passes ``keep_kv`` to engines that say so
+    reuses_turn_kv = True
 
     def __init__(
         self,
@@ -50,6 +67,7 @@ class HFEngine:
         num_threads: int | None = None,
         logprobs_mode: str = "raw",
         share_prefill: bool = True,
+        turn_cache_mb: int = 1024,
     ) -> None:
         from rlsys.modeling.load import load_causal_lm, load_tokenizer
 
@@ -72,6 +90,9 @@ class HFEngine:
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.eos_id = int(self.tokenizer.eos_token_id)
         self._lora: dict[str, Any] | None = None  # adapter layout when wrapped by peft
+        if turn_cache_mb < 0:
+            raise ValueError(f"turn_cache_mb must be >= 0, got {turn_cache_mb}")
+        self.turn_cache = TurnCache(turn_cache_mb << 20)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -84,11 +105,15 @@ class HFEngine:
         max_new_tokens: int = 64,
         seed: int | None = None,
         stop_token_ids: list[int] | tuple[int, ...] = (),
+        keep_kv: bool = False,
     ) -> list[Completion]:
         """Sample ``n`` completions per prompt (see ``RolloutEngine.generate``).
 
         ``temperature == 0`` means greedy decoding. With a ``seed`` the torch RNG is forked and
         seeded, so the same call returns the same tokens and the process RNG is untouched.
+        ``keep_kv``: keep every returned row's KV (prompt + response) for a later call whose
+        prompts extend them (the next turn of an episode); prompts that extend a kept row
+        always reuse it, whatever ``keep_kv`` says for this call.
         """
         check_sampling_args(prompt_ids, n=n, temperature=temperature, top_p=top_p,
                             max_new_tokens=max_new_tokens)
@@ -103,7 +128,7 @@ class HFEngine:
                 chunk = prompt_ids[start : start + prompts_per_call]
                 completions += self._generate_chunk(
                     chunk, start, n=n, temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                    max_new_tokens=max_new_tokens, stop_ids=stop_ids, keep_kv=keep_kv,
                 )
         return completions
 
@@ -124,7 +149,7 @@ class HFEngine:
     @torch.no_grad()
     def _generate_chunk(self, chunk: list[list[int]], first_index: int, *, n: int,
                         temperature: float, top_p: float, max_new_tokens: int,
-                        stop_ids: set[int]) -> list[Completion]:
+                        stop_ids: set[int], keep_kv: bool = False) -> list[Completion]:
         # transformers refuses num_return_sequences > 1 without sampling: greedy decoding
         # repeats each prompt row n times instead (rows stay grouped by prompt either way).
         copies = n if temperature <= 0 else 1
@@ -132,8 +157,9 @@ class HFEngine:
         config = self._generation_config(n=n // copies, temperature=temperature, top_p=top_p,
                                          max_new_tokens=max_new_tokens, stop_ids=stop_ids)
         extra: dict[str, Any] = {}
-        if self.share_prefill and n > 1 and min(len(r) for r in chunk) > 1:
-            input_ids, attention_mask, extra = self._shared_prefill(chunk, n)
+        reuse = self.turn_cache.max_bytes > 0 and (keep_kv or len(self.turn_cache) > 0)
+        if (reuse or self.share_prefill and n > 1) and min(len(r) for r in chunk) > 1:
+            input_ids, attention_mask, extra = self._prefill(chunk, n)
             config.num_return_sequences = 1
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                   generation_config=config, **extra)
@@ -155,21 +181,73 @@ class HFEngine:
                 logprobs=logprobs[row, : len(response)].tolist(),
                 finish_reason=finish,
             ))
+        if keep_kv and self.turn_cache.max_bytes > 0:
+            self._keep_rows(out.past_key_values, attention_mask, completions)
         return completions
 
-    def _shared_prefill(self, chunk: list[list[int]], n: int) -> tuple[Any, Any, dict]:
+    def _prefill(self, chunk: list[list[int]], n: int) -> tuple[Any, Any, dict]:
         """Prefill each prompt but its last token once, then give every one of its ``n`` rows
         a copy of that KV cache; ``generate`` then only runs the last prompt token and the
-        decode steps. Returns (input_ids, attention_mask, generate kwargs), rows grouped by
-        prompt like ``num_return_sequences`` would."""
-        input_ids, attention_mask = self._left_pad(chunk)
-        positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-        out = self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
-                         position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
-        return (input_ids.repeat_interleave(n, dim=0),
-                attention_mask.repeat_interleave(n, dim=0), {"past_key_values": cache})
+        decode steps. A prompt that extends a row kept in the turn cache starts from that
+        row's KV and prefills only the tokens after it. Returns (input_ids, attention_mask,
+        generate kwargs), rows grouped by prompt like ``num_return_sequences`` would.
+
+        Layout per row: [kept KV, right-aligned in ``width_c`` columns][new tokens but the
+        last, right-aligned in ``width_m`` columns][last prompt token]; the mask hides the
+        gaps and positions count real tokens only, so each token sits at its true position.
+        """
+        entries: list[TurnEntry | None] = [self.turn_cache.take(p) for p in chunk]
+        cached = [len(e.ids) if e is not None else 0 for e in entries]
+        width_c = max(cached)
+        missing = [p[c:-1] for p, c in zip(chunk, cached, strict=True)]
+        width_m = max(len(m) for m in missing)
+        self.turn_cache.misses += sum(len(m) for m in missing) if width_c else 0
+        rows = len(chunk)
+        mask = torch.zeros((rows, width_c + width_m + 1), dtype=torch.long)
+        ids = torch.full((rows, width_c + width_m + 1), self.pad_id, dtype=torch.long)
+        for i, (p, c, m) in enumerate(zip(chunk, cached, missing, strict=True)):
+            mask[i, width_c - c: width_c] = 1
+            mask[i, width_c + width_m - len(m): width_c + width_m] = 1
+            mask[i, -1] = 1
+            ids[i, width_c + width_m - len(m): width_c + width_m] = torch.tensor(m,
+                                                                                 dtype=torch.long)
+            ids[i, -1] = p[-1]
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        first = next((e for e in entries if e is not None), None)
+        cache = (left_padded_cache(entries, width_c, first.layers) if first is not None
+                 else None)
+        if width_m:
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            out = self.model(input_ids=ids[:, width_c:-1], attention_mask=mask[:, :-1],
+                             position_ids=positions[:, width_c:-1], past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+        if cache is None:  # every prompt is one token (callers exclude it)
+            raise ValueError("_prefill needs prompts of at least 2 tokens")
+        if n > 1:
+            cache.batch_repeat_interleave(n)  # type: ignore[attr-defined]
+        return (ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0),
+                {"past_key_values": cache})
+
+    def _keep_rows(self, cache: Any, attention_mask: torch.Tensor,
+                   completions: list[Completion]) -> None:
+        """Put each row's KV (prompt and response but its last token) in the turn cache."""
+        width = attention_mask.shape[1]
+        steps = max(len(c.response_ids) for c in completions)
+        if (attention_mask.shape[0] != len(completions) or not is_plain_dynamic(cache)
+                or cache.get_seq_length() < width + steps - 1):
+            return  # rows expanded inside generate, or a cache kind that cannot be cut
+        for row, completion in enumerate(completions):
+            generated = len(completion.response_ids) - 1
+            columns = torch.cat([attention_mask[row].nonzero()[:, 0],
+                                 torch.arange(width, width + generated,
+                                              device=attention_mask.device)])
+            self.turn_cache.put(list(completion.prompt_ids) + completion.response_ids[:-1],
+                                row_layers(cache, row, columns))
+
+    def drop_kv(self) -> None:
+        """Forget every row kept with ``keep_kv`` (the episodes that would extend them ended)."""
+        self.turn_cache.clear()
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -221,6 +299,7 @@ class HFEngine:
         from ``named_tensors`` keep their values (partial updates are allowed). Adapter layers
         of an earlier ``load_adapter`` are removed first (the new weights replace them).
         """
+        self.turn_cache.clear()  # KV computed by the old weights
         if self._lora is not None:
             self.model, self._lora = self.model.unload(), None
         state = self.model.state_dict()
@@ -242,6 +321,7 @@ class HFEngine:
         copy their tensors. Raises ``KeyError`` naming tensors the adapter layers lack."""
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
+        self.turn_cache.clear()  # KV computed by the old adapter
         if self._lora != lora:
             base = self.model.unload() if self._lora is not None else self.model
             config = LoraConfig(r=lora["r"], lora_alpha=lora["lora_alpha"],
@@ -261,4 +341,5 @@ class HFEngine:
     def close(self) -> None:
         """Drop the model so its memory can be reclaimed."""
         self.model = None
+        self.turn_cache.clear()
         gc.collect()
