@@ -90,8 +90,10 @@ class HFEngine:
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.eos_id = int(self.tokenizer.eos_token_id)
         self._lora: dict[str, Any] | None = None  # adapter layout when wrapped by peft
-        if turn_cache_mb < 0:
-            raise ValueError(f"turn_cache_mb must be >= 0, got {turn_cache_mb}")
+        if isinstance(turn_cache_mb, bool) or not isinstance(turn_cache_mb, int) \
+                or turn_cache_mb < 0:
+            raise ValueError(f"rollout.engine_kwargs.turn_cache_mb must be a whole number of "
+                             f"MiB >= 0 (0 turns the turn KV cache off), got {turn_cache_mb!r}")
         self.turn_cache = TurnCache(turn_cache_mb << 20)
 
     # ------------------------------------------------------------------ generation
@@ -201,7 +203,6 @@ class HFEngine:
         width_c = max(cached)
         missing = [p[c:-1] for p, c in zip(chunk, cached, strict=True)]
         width_m = max(len(m) for m in missing)
-        self.turn_cache.misses += sum(len(m) for m in missing) if width_c else 0
         rows = len(chunk)
         mask = torch.zeros((rows, width_c + width_m + 1), dtype=torch.long)
         ids = torch.full((rows, width_c + width_m + 1), self.pad_id, dtype=torch.long)

@@ -54,7 +54,6 @@ class TurnCache:
         self._lengths: dict[int, int] = {}  # entry length -> how many entries have it
         self.nbytes = 0
         self.hits = 0  # prompt tokens served from the cache (since construction)
-        self.misses = 0  # prompt tokens prefilled although keep_kv rows had been stored
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -107,8 +107,9 @@ def test_weight_load_drops_kept_kv(tiny_model, tiny_model_b):
     a = kept.generate(prompts, n=1, max_new_tokens=4, **GREEDY)
     b = other.generate(prompts, n=1, max_new_tokens=4, **GREEDY)
     assert [x.response_ids for x in a] == [x.response_ids for x in b]
-    with pytest.raises(ValueError, match="turn_cache_mb"):
-        HFEngine(tiny_model, turn_cache_mb=-1)
+    for bad in (-1, 1.5, "64"):
+        with pytest.raises(ValueError, match=r"turn_cache_mb must be a whole number"):
+            HFEngine(tiny_model, turn_cache_mb=bad)
 
 
 class _Echo:
