@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.collective import WeightSender
+from actors.rollout_receive import WEIGHTS_GROUP
 
 WEIGHT_SYNC_MODES = ("auto", "collective", "ipc", "object_store")
 
@@ -70,15 +71,19 @@ class CollectiveSync:
         self._members: tuple[Any, ...] | None = None  # the handles the group was formed with
         self.last_stats: dict[str, float] = {}
 
-    def push(self, version: int, indices: Sequence[int] | None = None) -> dict[str, float]:
+    def push(self, version: int, indices: Sequence[int] | None = None, *,
+             staged: bool = False) -> dict[str, float]:
         """Send the learner's current weights as ``version`` to workers ``indices`` (default:
-        all); returns rank 0's send statistics."""
+        all); returns rank 0's send statistics. ``staged`` (async mode): the workers receive in
+        their ``weights`` concurrency group beside a running generation and load at its next
+        boundary (``RolloutWorker.stage_weights``), else they load now (``receive_weights``)."""
         indices = list(range(len(self.pool.handles)) if indices is None else indices)
         members = tuple(self.pool.handles[i] for i in indices)
         try:
             if self._members != members:
-                self._form(indices, members)
-            refs = [self.pool.handles[i].receive_weights.remote(version) for i in indices]
+                self._form(indices, members, staged)
+            refs = [self._method(i, "stage_weights" if staged else "receive_weights",
+                                 staged).remote(version) for i in indices]
             self.last_stats = self.sender.send_weights(version, self.bucket_bytes)
             for i, ref in zip(indices, refs, strict=True):
                 self.pool._get(i, ref, "sync")
@@ -87,11 +92,16 @@ class CollectiveSync:
             raise
         return self.last_stats
 
-    def _form(self, indices: list[int], members: tuple[Any, ...]) -> None:
+    def _method(self, index: int, name: str, staged: bool) -> Any:
+        """Worker ``index``'s remote method ``name``; in its ``weights`` thread when staged."""
+        method = getattr(self.pool.handles[index], name)
+        return method.options(concurrency_group=WEIGHTS_GROUP) if staged else method
+
+    def _form(self, indices: list[int], members: tuple[Any, ...], staged: bool) -> None:
         self.epoch += 1
         spec = self.sender.open_weight_group(1 + len(indices), self.epoch, self.backend,
                                              self.pool.timeout_s)
-        refs = [self.pool.handles[i].join_weight_group.remote(spec, rank)
+        refs = [self._method(i, "join_weight_group", staged).remote(spec, rank)
                 for rank, i in enumerate(indices, start=1)]
         self.sender.join_weight_group(spec)
         for i, ref in zip(indices, refs, strict=True):

@@ -28,7 +28,7 @@ score with reward workers, hold weights or know about Ray.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +116,8 @@ class _Trajectory:
     end: str = "running"
     finish_reason: str = "stop"
     info: dict[str, Any] = field(default_factory=dict)
+    versions: list[int] = field(default_factory=list)  # weights version per response token
+    version: int = 0  # the version of the latest turn (observations inherit it)
 
     @property
     def length(self) -> int:
@@ -123,6 +125,7 @@ class _Trajectory:
 
     def add(self, ids: Sequence[int], *, generated: bool, logprobs: Sequence[float] = ()) -> None:
         self.response_ids += list(ids)
+        self.versions += [self.version] * len(ids)
         self.loss_mask += [generated] * len(ids)
         self.logprobs += list(logprobs) if generated else [0.0] * len(ids)
 
@@ -141,12 +144,16 @@ def run_episodes(
     top_p: float = 1.0,
     seed: int | None = None,
     stop_token_ids: Sequence[int] = (),
+    before_turn: Callable[[], int] | None = None,
 ) -> list[Completion]:
     """``n`` episodes per record, grouped by record in order (``prompt_index`` = record index).
 
     ``encode(messages) -> ids`` templates the opening messages with the generation prompt (the
-    worker's own chat templating, system prompt included). Environments are closed at the end,
-    also on error.
+    worker's own chat templating, system prompt included). ``before_turn`` (async RL: load the
+    newest weights, return their version) runs before every turn's generation; each response
+    token then records the version of the turn that produced it or, for an observation, of the
+    turn before it (``Completion.token_versions``). Environments are closed at the end, also
+    on error.
     """
     delta = ChatDelta(tokenizer)
     envs: list[Environment] = []
@@ -165,6 +172,10 @@ def run_episodes(
             if not active:
                 break
             last = turn == caps.max_turns - 1
+            if before_turn is not None:  # new weights: kept turn KV is dropped by the load
+                version = before_turn()
+                for t in active:
+                    t.version = version
             _generate_turn(engine, delta, active, caps=caps, temperature=temperature,
                            top_p=top_p, seed=None if seed is None else seed + 7919 * turn,
                            stop_token_ids=stop_token_ids,
@@ -173,7 +184,8 @@ def run_episodes(
         for t in trajs:
             if not t.done:
                 t.done, t.end = True, "truncated"
-        return [_completion(t, i // n, tokenizer) for i, t in enumerate(trajs)]
+        return [_completion(t, i // n, tokenizer, versions=before_turn is not None)
+                for i, t in enumerate(trajs)]
     finally:
         if reuse_kv:
             engine.drop_kv()
@@ -243,7 +255,7 @@ def _step_turn(delta: ChatDelta, stepping: list[_Trajectory], caps: EpisodeCaps,
         t.messages += [dict(m) for m in result.observation]
 
 
-def _completion(t: _Trajectory, index: int, tokenizer: Any) -> Completion:
+def _completion(t: _Trajectory, index: int, tokenizer: Any, *, versions: bool) -> Completion:
     trajectory = {"messages": t.messages, "turns": [
         {k: v for k, v in turn.items() if k not in ("start", "end")} for turn in t.turns],
         "reward": t.reward, "end": t.end, "truncated": t.end == "truncated",
@@ -254,4 +266,5 @@ def _completion(t: _Trajectory, index: int, tokenizer: Any) -> Completion:
         prompt_index=index, prompt_ids=t.prompt_ids, response_ids=t.response_ids,
         text=tokenizer.decode(t.response_ids, skip_special_tokens=False),
         logprobs=t.logprobs, finish_reason=t.finish_reason, loss_mask=t.loss_mask,
-        turn_rewards=t.turn_rewards, trajectory=trajectory)
+        turn_rewards=t.turn_rewards, trajectory=trajectory,
+        token_versions=list(t.versions) if versions else None)

@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from actors.async_pool import AsyncRolloutMixin
 from actors.collective import WeightSender
 from actors.collective_sync import CollectiveSync
 from actors.errors import WorkerError
 from actors.reward_worker import RewardWorker
 from actors.rollout import RolloutWorker
+from actors.rollout_receive import WEIGHTS_GROUP
+from actors.shards import PendingShard, shard_bounds
 from actors.weight_sync import PackedState, pack_state_dict
 from rewards import RewardItem, Score
 from rlsys import worker_logs
@@ -41,32 +43,12 @@ from rlsys.placement import node_address, placement_line, placement_options
 from rlsys.types import Completion
 
 
-@dataclass
-class PendingShard:
-    """One in-flight shard: which worker, where the shard starts, its inputs, its result ref."""
-
-    worker: int
-    start: int
-    inputs: list[Any]
-    ref: ray.ObjectRef
-
-
-def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, end)`` chunks, sizes differing by at most one, empty ones dropped."""
-    base, extra = divmod(num_items, num_shards)
-    bounds, start = [], 0
-    for i in range(num_shards):
-        end = start + base + (1 if i < extra else 0)
-        if end > start:
-            bounds.append((start, end))
-        start = end
-    return bounds
-
-
 class _Pool:
     """Actors of one plain class: spawn, restart, and deadline-bounded gets with retry."""
 
     name = "pool"
+    #: Ray concurrency groups of the actor class (threads beside the default one), if any
+    concurrency_groups: dict[str, int] | None = None
 
     def __init__(self, cls: type, num: int, args: tuple, kwargs: dict[str, Any], *,
                  num_cpus: float, timeout_s: float, num_gpus: float = 0,
@@ -74,7 +56,10 @@ class _Pool:
         if num < 1:
             raise ValueError(f"{self.name}: num workers must be >= 1, got {num}")
         # Ray hides GPUs from an actor that reserves none, so a GPU engine must ask for one.
-        self._remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
+        extra: dict[str, Any] = \
+            {"concurrency_groups": self.concurrency_groups} if self.concurrency_groups else {}
+        self._remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
+                                      **extra)(cls)
         # custom resources / node labels (rlsys.placement); a restart places the new actor
         # under the same options, bounded by timeout_s (soft labels let it move to other nodes)
         self._placement = placement
@@ -175,10 +160,12 @@ class _Pool:
         self.handles = []
 
 
-class RolloutPool(_Pool):
+class RolloutPool(AsyncRolloutMixin, _Pool):
     """``num`` Ray ``RolloutWorker`` actors with sharded generation and weight sync."""
 
     name = "rollout"
+    # async mode receives weights in a second thread while the default one generates
+    concurrency_groups = {WEIGHTS_GROUP: 1}
 
     def __init__(self, num: int, engine: str, model_path: str, *,
                  engine_kwargs: dict[str, Any] | None = None, chat_template: bool = True,
@@ -275,62 +262,21 @@ class RolloutPool(_Pool):
         """Driver-free sync: learner rank 0 (``sender``) broadcasts its weights to every worker
         over a weight group (``actors.collective_sync``); returns the new version. A restarted
         worker re-joins (a new group epoch) and gets the same weights and version."""
-        if self._collective is None or self._collective.sender is not sender or \
-                (self._collective.bucket_bytes, self._collective.backend) != (bucket_bytes,
-                                                                              backend):
-            self._collective = CollectiveSync(self, sender, bucket_bytes=bucket_bytes,
-                                              backend=backend)
         version = self.weights_version + 1
-        self._collective.push(version)
+        self._collective_for(sender, bucket_bytes, backend).push(version)
         self._weights = (None, version)
         return version
 
-    # ------------------------------------------------------------------ async mode
-    def publish_weights(self, state: Mapping[str, Any] | PackedState) -> int:
-        """Async mode: make ``state`` the pool's newest weights without waiting for the
-        workers (``ray.put`` once, posted on the pool's ``WeightsBoard``); a worker loads them
-        before its next chunk of ``generate_partial_async`` (or ``pull_weights``). Returns the
-        new version; a restarted worker gets these weights like after ``sync_weights``."""
-        payload = state if isinstance(state, PackedState) else pack_state_dict(state)
-        version = self.weights_version + 1
-        self._weights = (ray.put(payload), version)
-        ray.get(self._board().post.remote(version, [self._weights[0]]), timeout=self.timeout_s)
-        return version
-
-    def generate_partial_async(self, prompts: Sequence[Any], *, chunk_tokens: int,
-                               **sampling: Any) -> list[PendingShard]:
-        """Start partial-rollout generation (``RolloutWorker.generate_partial``): one shard of
-        ``prompts`` per worker, ``chunk_tokens`` per chunk, new published weights loaded
-        between chunks. Wait with ``wait_shard``; a dead worker's retry there runs plain
-        ``generate`` on the restarted worker's (newest) weights, without ``token_versions``."""
-        source, shards = self._board_source(), []
-        for worker, (start, end) in enumerate(shard_bounds(len(prompts), len(self.handles))):
-            kwargs = self._shard_kwargs(sampling, start)
-            ref = self.handles[worker].generate_partial.remote(
-                list(prompts[start:end]), weights_source=source, chunk_tokens=chunk_tokens,
-                **kwargs)
-            shards.append(PendingShard(worker, start, [list(prompts[start:end])], ref))
-        return shards
-
-    def pull_weights(self) -> list[int]:
-        """Every worker loads the newest published weights now (end of an async stage, so the
-        next use of the pool sees them); returns each worker's version."""
-        source = self._board_source()
-        refs = [h.pull_weights.remote(source) for h in self.handles]
-        return [self._resolve(PendingShard(i, 0, [source], ref), "pull_weights", "sync", {})
-                for i, ref in enumerate(refs)]
-
-    def _board(self) -> Any:
-        """The pool's ``WeightsBoard`` actor (started on first use; no CPUs reserved)."""
-        if getattr(self, "_board_handle", None) is None:
-            self._board_handle = ray.remote(num_cpus=0)(WeightsBoard).remote()
-            if self._weights is not None:  # weights synced before async mode started
-                ray.get(self._board_handle.post.remote(self._weights[1], [self._weights[0]]),
-                        timeout=self.timeout_s)
-        return self._board_handle
-
-    def _board_source(self) -> BoardSource:
-        return BoardSource(self._board(), self.timeout_s)
+    def _collective_for(self, sender: WeightSender, bucket_bytes: int,
+                        backend: str) -> CollectiveSync:
+        """The pool's weight group for ``sender`` (a new one when the sender, bucket size or
+        backend changed)."""
+        current = self._collective
+        if current is None or current.sender is not sender or \
+                (current.bucket_bytes, current.backend) != (bucket_bytes, backend):
+            current = self._collective = CollectiveSync(self, sender, bucket_bytes=bucket_bytes,
+                                                        backend=backend)
+        return current
 
 
 class RewardPool(_Pool):
@@ -380,33 +326,3 @@ def launch_reward_workers(num: int, reward_spec: dict[str, Any] | list[dict[str,
                           num_cpus: float = 1, **kwargs: Any) -> RewardPool:
     """Start ``num`` reward actors (Ray must be initialised); ``kwargs`` go to ``RewardPool``."""
     return RewardPool(num, reward_spec, num_cpus=num_cpus, **kwargs)
-
-class WeightsBoard:
-    """The newest published weights of a rollout pool: ``(version, [payload ref])``. The ref
-    sits in a list so Ray passes it on as a ref, not as the (large) payload."""
-
-    def __init__(self) -> None:
-        self.version, self.refs = 0, []
-
-    def post(self, version: int, refs: list[Any]) -> None:
-        """Publish ``version`` (its payload ref in ``refs``); an older version is ignored."""
-        if version > self.version:
-            self.version, self.refs = version, refs
-
-    def latest(self) -> tuple[int, list[Any]]:
-        """The newest ``(version, [payload ref])``; ``(0, [])`` before any post."""
-        return self.version, self.refs
-
-
-class BoardSource:
-    """A rollout worker's ``WeightsSource`` reading a ``WeightsBoard`` (picklable: an actor
-    handle and a deadline): newer weights as ``(version, payload)``, else None."""
-
-    def __init__(self, board: Any, timeout_s: float) -> None:
-        self.board, self.timeout_s = board, timeout_s
-
-    def __call__(self, known: int) -> tuple[int, Any] | None:
-        version, refs = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
-        if version <= known or not refs:
-            return None
-        return version, ray.get(refs[0], timeout=self.timeout_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeGuard
 import torch
 
 from actors.engines import build_engine
+from actors.rollout_receive import WeightReceiverMixin
 from actors.weight_sync import PackedState, unpack_state_dict
 from rlsys.types import Completion
 
@@ -26,7 +28,7 @@ Prompt = str | list[dict[str, str]] | list[int]
 WeightsSource = Callable[[int], "tuple[int, Any] | None"]
 
 
-class RolloutWorker:
+class RolloutWorker(WeightReceiverMixin):
     """One rollout engine plus chat templating and a weights version.
 
     Args:
@@ -59,6 +61,10 @@ class RolloutWorker:
         self.last_load_s: float | None = None  # seconds the last update_weights spent loading
         # the last full weights (a reference, no copy): what adapter-only syncs merge onto
         self._full: PackedState | Mapping[str, torch.Tensor] | None = None
+        # async mode: weights received beside a running generation, loaded at its next
+        # boundary (``actors.rollout_receive``)
+        self._staged: tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None = None
+        self._staged_guard = threading.Lock()
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids per prompt: a list of ints passes through; text/messages are templated."""
@@ -113,6 +119,7 @@ class RolloutWorker:
         top_p: float = 1.0,
         seed: int | None = None,
         stop_token_ids: Sequence[int] = (),
+        before_turn: Callable[[], int] | None = None,
     ) -> list[Completion]:
         """``n`` multi-turn episodes per record in the environment ``env`` (the recipe's
         ``env:`` section as a dict: ``type``, ``kwargs``, ``max_turns``,
@@ -128,7 +135,23 @@ class RolloutWorker:
             self.engine, self.tokenizer, lambda messages: self._encode_one(messages, 0),
             records, env_type=str(env["type"]), env_kwargs=env.get("kwargs") or {}, caps=caps,
             n=n, temperature=temperature, top_p=top_p, seed=seed,
-            stop_token_ids=stop_token_ids)
+            stop_token_ids=stop_token_ids, before_turn=before_turn)
+
+    def run_episodes_partial(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        weights_source: WeightsSource | None,
+        env: Mapping[str, Any],
+        **sampling: Any,
+    ) -> list[Completion]:
+        """Async multi-turn: ``run_episodes`` that loads the newest weights before every turn
+        (``pull_weights``: staged by the weight group, or offered by ``weights_source``), so
+        episodes in flight when new weights arrive continue on them; each completion's
+        ``token_versions`` holds the weights version of every response token. Weights change
+        only between turns, in this (single) thread."""
+        return self.run_episodes(records, env=env, **sampling,
+                                 before_turn=lambda: self.pull_weights(weights_source))
 
     def update_weights(
         self, payload: PackedState | Mapping[str, torch.Tensor], version: int | None = None
@@ -184,57 +207,6 @@ class RolloutWorker:
 
         files = sorted(Path(self.model_path).glob("*.safetensors"))
         return {k: v for f in files for k, v in load_file(str(f)).items()}
-
-    def join_weight_group(self, spec: dict[str, Any], rank: int) -> int:
-        """Join the driver-free weight group (``actors.collective``) as ``rank``, dropping any
-        earlier group; blocks until every member joined. Returns the group's epoch."""
-        from actors.collective import GroupSpec, WeightGroup
-
-        old = getattr(self, "_weight_group", None)
-        if old is not None:
-            old.close()
-        group = WeightGroup(GroupSpec(**spec), rank)
-        device = getattr(self.engine, "device", None) if group.spec.backend == "nccl" else None
-        self._weight_group = group.join(device)
-        return self._weight_group.spec.epoch
-
-    def receive_weights(self, version: int) -> int:
-        """Receive weights broadcast by learner rank 0 over the weight group and load them;
-        returns ``version``. Full weights go into the HF engine bucket by bucket; other
-        engines (vLLM) get them whole; an adapter-only payload (``meta
-        ["lora"]``) goes through ``_load_adapter`` as in ``update_weights``."""
-        from actors.collective import CollectiveError, receive_state
-
-        group = getattr(self, "_weight_group", None)
-        if group is None:
-            raise CollectiveError("receive_weights before join_weight_group")
-        start = time.perf_counter()
-        # gloo buckets arrive in CPU memory (the engine copies them to its device); NCCL ones
-        # on the engine's GPU
-        device = self.engine.device if group.spec.backend == "nccl" else "cpu"  # type: ignore[attr-defined]
-        stream = receive_state(group, device)
-        meta, first = next(stream)
-        meta = meta or {}
-        if int(meta.get("version", version)) != version:
-            raise CollectiveError(f"receive_weights: expected version {version}, the sender "
-                                  f"sent {meta.get('version')}")
-        # only the HF engine loads a partial state in place; vLLM reloads (and repacks) whole
-        per_bucket = meta.get("lora") is None and self.engine_name == "hf"
-        whole: dict[str, torch.Tensor] = {}
-        for tensors in itertools.chain([first], (bucket for _, bucket in stream)):
-            if per_bucket:
-                self.engine.load_weights(tensors)
-            else:  # kept past their bucket: copy out of it
-                whole.update((name, t.clone()) for name, t in tensors)
-        if meta.get("lora") is not None:
-            self._load_adapter(whole, meta["lora"])
-        elif not per_bucket:
-            if not self._engine_applies_adapters():  # what later adapter syncs merge onto
-                self._full = whole
-            self.engine.load_weights(whole.items())
-        self.last_load_s = time.perf_counter() - start
-        self.weights_version = int(version)
-        return self.weights_version
 
     def score_logprobs(
         self, prompt_ids: list[list[int]], response_ids: list[list[int]]
@@ -296,8 +268,10 @@ class RolloutWorker:
         return out
 
     def pull_weights(self, weights_source: WeightsSource | None) -> int:
-        """Load the weights ``weights_source(current version)`` offers (None: nothing newer);
-        return the weights version now loaded."""
+        """Load the newest weights on offer: those staged by the weight group
+        (``stage_weights``), then those ``weights_source(current version)`` offers (None:
+        nothing newer); return the weights version now loaded."""
+        self.take_staged()
         newer = weights_source(self.weights_version) if weights_source is not None else None
         if newer is not None:
             version, payload = newer

@@ -6,7 +6,7 @@ when the recipe is parsed. With ``env:`` set, every RL stage of the recipe sampl
 episodes in that environment (the environment's reward is the reward; ``reward:`` is not used
 by them), eval stages evaluate by episodes and ``rejection_sampling`` keeps rewarded episodes as
 conversations; ``env_errors`` names the recipe settings that cannot go with it (the other
-data-generation stages, overlong shaping). This module only describes
+data-generation stages, overlong shaping, token chunks). This module only describes
 configuration; it builds no environment.
 """
 
@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 def env_errors(recipe: Any) -> list[tuple[str, str]]:
     """``(field, message)`` for settings a recipe with ``env:`` cannot have: the
-    data-generation stages other than ``rejection_sampling`` (they sample single-turn), and
-    DAPO overlong shaping (its length is per turn)."""
+    data-generation stages other than ``rejection_sampling`` (they sample single-turn), DAPO
+    overlong shaping (its length is per turn), and ``partial_rollout_chunk`` (async episodes
+    take new weights between turns)."""
     from rlsys.config.base import DATA_GEN_KINDS, RL_KINDS
 
     errors = []
@@ -33,6 +34,10 @@ def env_errors(recipe: Any) -> list[tuple[str, str]]:
             errors.append((f"stages.{i}.algo.overlong_buffer",
                            "overlong shaping is single-turn only; set it to 0 with 'env:' (use "
                            "env.max_total_tokens and env.max_tokens_per_turn)"))
+        if stage.kind in RL_KINDS and stage.algo_or_default.partial_rollout_chunk > 0:
+            errors.append((f"stages.{i}.algo.partial_rollout_chunk",
+                           "with 'env:' async episodes load new weights between turns, not "
+                           "token chunks; remove it (env.max_tokens_per_turn bounds a turn)"))
     return errors
 
 

@@ -59,7 +59,8 @@ class AlgoConfig(Strict):
     partial_rollout_chunk: int = Field(
         default=0, ge=0, description="Async: tokens generated between weight pulls, so a "
         "generation in flight continues on new weights (partial rollouts; each token's "
-        "version is recorded); 0: a response keeps the weights it started with.")
+        "version is recorded); 0: a response keeps the weights it started with. With env: "
+        "new weights load between turns; leave it 0.")
 
     @model_validator(mode="after")
     def _rules(self) -> AlgoConfig:

@@ -2,13 +2,16 @@
 
 The driver keeps up to ``algo.async_buffer`` generations (``rollout.prompts_per_step`` prompts
 each, sharded over the rollout pool) in flight while the learner trains; the learner takes the
-oldest one per step. New weights are *published* (``RolloutPool.publish_weights``: no wait for
-the workers), and each worker loads the newest ones before every chunk of
-``algo.partial_rollout_chunk`` tokens (partial rollouts: a generation in flight continues on
-the new weights; 0 = before the response only). Every token records the weights version that
-generated it (``Completion.token_versions``) and its log-prob under those weights
-(``rollout_logprobs``), so truncated IS (``algo.tis_cap``) corrects each token against the
-policy that really sampled it.
+oldest one per step. New weights are *published* without waiting for the generations: with
+the collective transport (``rollout.weight_sync`` auto/collective) learner rank 0 broadcasts
+and every worker stages them in a second thread (``RolloutPool.publish_collective``; the
+driver never holds them), else the driver posts them through the object store
+(``publish_weights``). Each worker loads the newest ones before every chunk of
+``algo.partial_rollout_chunk`` tokens, or, with ``env:``, before every turn of its episodes
+(partial rollouts: a generation in flight continues on the new weights). Every token records
+the weights version that generated it (``Completion.token_versions``; an observation token
+the version of the turn before it) and its log-prob under those weights, so truncated IS
+(``algo.tis_cap``) corrects each token against the policy that really sampled it.
 
 Staleness: a sample's version is its *oldest* token's. At a training step with policy version
 ``v``, a group (one prompt's samples) holding a sample of version ``< v - max_staleness`` is
@@ -49,7 +52,9 @@ T = TypeVar("T")
 
 @runtime_checkable
 class AsyncRolloutPoolLike(Protocol):
-    """The rollout-pool methods async mode adds (``actors.launch.RolloutPool``)."""
+    """The rollout-pool methods async mode needs (``actors.launch.RolloutPool``); it also
+    calls ``publish_collective`` when the weights go over the collective and
+    ``episodes_partial_async`` / ``wait_episodes`` with ``env:``."""
 
     def generate_partial_async(self, prompts: Sequence[Any], *, chunk_tokens: int,
                                **sampling: Any) -> list[Any]:
@@ -134,10 +139,9 @@ class AsyncFeed:
         if not isinstance(run.rollout, AsyncRolloutPoolLike):
             raise TypeError(f"async_rollout: the rollout pool {type(run.rollout).__name__} "
                             f"lacks generate_partial_async/publish_weights/pull_weights")
-        if getattr(run.recipe, "env", None) is not None:
-            raise ValueError(f"stages.{run.stage.name}.algo.async_rollout: multi-turn episodes "
-                             f"(env:) are not generated asynchronously yet; set it false")
-        self.run, self.seed_for, self.pool = run, seed_for, run.rollout
+        self.episodes = getattr(run, "env", None) is not None  # multi-turn: turn boundaries
+        self.run, self.seed_for = run, seed_for
+        self.pool: Any = run.rollout  # AsyncRolloutPoolLike (+ the optional methods above)
         self.max_staleness = algo.max_staleness
         self.chunk = algo.partial_rollout_chunk or run.rc.max_new_tokens
         self.buffer: RolloutBuffer[tuple[list[Any], list[dict], int]] = RolloutBuffer(
@@ -146,19 +150,18 @@ class AsyncFeed:
         self.versions: dict[int, int] = {}  # id(completion) -> sample version, current batch
         self.dropped = 0
 
-    def _sampling(self) -> dict[str, Any]:
-        rc = self.run.rc
-        return dict(n=rc.n, temperature=rc.temperature, top_p=rc.top_p,
-                    max_new_tokens=rc.max_new_tokens)
-
     def _launch(self) -> None:
         run = self.run
         before = run.sampler.state_dict()
         records = run.draw_prompts(run.rc.prompts_per_step)
         self.launches += 1
-        shards = self.pool.generate_partial_async(
-            [r["prompt"] for r in records], chunk_tokens=self.chunk,
-            seed=self.seed_for(self.launches), **self._sampling())
+        seed = self.seed_for(self.launches)
+        if self.episodes:  # weights change between turns
+            shards = self.pool.episodes_partial_async(records, seed=seed, **run.sampling())
+        else:
+            shards = self.pool.generate_partial_async(
+                [r["prompt"] for r in records], chunk_tokens=self.chunk, seed=seed,
+                **run.sampling())
         self.buffer.push((shards, records, run.version), before)
 
     def fill(self, steps_left: int) -> None:
@@ -226,18 +229,28 @@ class AsyncFeed:
                 "async/in_flight": float(len(self.buffer))}
 
     def sync(self, timer: PhaseTimer) -> None:
-        """Publish the updated policy weights; workers load them before their next chunk."""
+        """Publish the updated policy weights without waiting for the workers' generations:
+        learner rank 0 broadcasts and the workers stage them (collective), or the driver posts
+        them (object store); workers load them at their next chunk or turn boundary."""
         run = self.run
+        transport, backend = run.weight_transport()
+        run.transport = transport
         with timer("sync"):
-            run.version = self.pool.publish_weights(run.policy.weights_for_sync())
+            if transport == "collective":
+                run.version = self.pool.publish_collective(
+                    run.policy, backend=backend,
+                    bucket_bytes=int(run.rc.weight_sync_bucket_mb * 2**20))
+            else:
+                run.version = self.pool.publish_weights(run.policy.weights_for_sync())
         run.ctx.mark_rollout_weights(f"{run.stage.name}@{run.step}")
 
     def close(self) -> None:
         """Wait out the generations still in flight (their samples are discarded) and have
         every worker load the newest weights, so the pool's next user sees the final policy."""
+        wait = self.pool.wait_episodes if self.episodes else self.pool.wait_shard
         while len(self.buffer):
             shards, _, _ = self.buffer.pop()
             for shard in shards:
-                self.pool.wait_shard(shard, **self._sampling())
+                wait(shard, **self.run.sampling())
         self.pool.pull_weights()
         self.run.sampler_before_prefetch = None

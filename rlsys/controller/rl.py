@@ -82,6 +82,7 @@ class RLStage:
                                       {n: ctx.source(n).weight for n in self.sources},
                                       seed=ctx.recipe.seed)
         self.sampler_before_prefetch: dict[str, Any] | None = None
+        self.transport = "object_store"  # how the last push went (``push_weights``)
         self.dir = ctx.stage_dir(stage.name)
         self.step = self._resume()
         self.logger = stage_logger(ctx, stage, start_step=self.step)
@@ -124,7 +125,7 @@ class RLStage:
         if self.critic is not None:
             self.critic.load_checkpoint(self._critic_path(latest))
         self.sampler.load_state_dict(extra["sampler"])
-        self.rollout.sync_weights(self.policy.weights_for_sync())
+        self.push_weights()  # __init__ reads the pool's new version
         print(f"[{self.stage.name}] resumed from {latest} at step {extra['step']}", flush=True)
         return int(extra["step"])
 
@@ -158,13 +159,13 @@ class RLStage:
         """Launch sampling of ``n`` responses (multi-turn: episodes) per prompt: pending
         shards, records, and the policy version generating them."""
         if self.env is not None:
-            return (self.rollout.episodes_async(records, seed=seed, **self._sampling()),
+            return (self.rollout.episodes_async(records, seed=seed, **self.sampling()),
                     records, self.version)
         pending = self.rollout.generate_async(
-            [r["prompt"] for r in records], seed=seed, **self._sampling())
+            [r["prompt"] for r in records], seed=seed, **self.sampling())
         return pending, records, self.version
 
-    def _sampling(self) -> dict[str, Any]:
+    def sampling(self) -> dict[str, Any]:
         """The rollout keywords of a shard (also what a retried shard is re-sent with)."""
         common = dict(n=self.rc.n, temperature=self.rc.temperature, top_p=self.rc.top_p)
         if self.env is not None:
@@ -174,7 +175,7 @@ class RLStage:
     def finish_generation(self, pending: list, records: list[dict], version: int,
                           timer: PhaseTimer) -> Batch:
         """Wait for each generation shard and score it as soon as it lands (overlap)."""
-        sampling = self._sampling()
+        sampling = self.sampling()
         completions, score_refs = [], []
         with timer("generate"):
             if self.env is not None or self.reward is None:  # the environment scored them
@@ -276,24 +277,33 @@ class RLStage:
                                     "reward": score.value, "error": score.error,
                                     "finish_reason": c.finish_reason}) + "\n")
 
-    def sync(self, timer: PhaseTimer) -> None:
-        """Push the updated policy weights (LoRA: the adapter only) to the rollout workers, the
-        way ``rollout.weight_sync`` resolves (``actors.collective_sync``): learner rank 0
-        broadcasts (collective), or through the driver and the object store."""
+    def weight_transport(self) -> tuple[str, str | None]:
+        """How weights reach the rollout workers, as ``rollout.weight_sync`` resolves
+        (``actors.collective_sync.resolve_weight_sync``): ``("collective", backend)`` -- learner
+        rank 0 broadcasts, never via the driver -- or ``("object_store", None)``."""
         from actors.collective_sync import resolve_weight_sync
 
-        pool: Any = self.rollout  # a real RolloutPool can also sync_collective
-        transport, backend = resolve_weight_sync(
+        pool = self.rollout  # a real RolloutPool can also sync_collective
+        return resolve_weight_sync(
             self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
             rollout_gpus=self.rc.num_gpus_per_worker, engine=self.rc.engine,
             pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
+
+    def push_weights(self) -> int:
+        """Load the policy's weights (LoRA: the adapter only) into every rollout worker now,
+        over ``weight_transport()``; returns the pool's new version."""
+        transport, backend = self.weight_transport()
+        self.transport = transport
+        pool: Any = self.rollout
+        if transport == "collective":
+            return pool.sync_collective(self.policy, backend=backend,
+                                        bucket_bytes=int(self.rc.weight_sync_bucket_mb * 2**20))
+        return pool.sync_weights(self.policy.weights_for_sync())
+
+    def sync(self, timer: PhaseTimer) -> None:
+        """Push the updated policy weights to the rollout workers (``push_weights``)."""
         with timer("sync"):
-            if transport == "collective":  # learner rank 0 -> workers; never via the driver
-                self.version = pool.sync_collective(
-                    self.policy, backend=backend,
-                    bucket_bytes=int(self.rc.weight_sync_bucket_mb * 2**20))
-            else:
-                self.version = pool.sync_weights(self.policy.weights_for_sync())
+            self.version = self.push_weights()
         self.ctx.mark_rollout_weights(f"{self.stage.name}@{self.step}")
 
     def close(self) -> dict[str, Any]:
@@ -347,6 +357,8 @@ def train_rl(run: RLStage) -> dict[str, Any]:
             feed.sync(timer)
         else:
             run.sync(timer)
+        # 1: learner rank 0 broadcast the weights (driver-free); 0: through the object store
+        metrics["sync/collective"] = float(run.transport == "collective")
         step_s = time.monotonic() - t0
         generated = float(exp.tokens.mask.sum())
         metrics.update(timer.metrics(step_s))

@@ -8,6 +8,8 @@ worker gets exactly what the object store gives it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 import torch
@@ -108,6 +110,36 @@ def test_a_restarted_worker_rejoins_and_gets_the_same_version(learner, tiny_mode
         # object store next to it: the learner's state dict through the driver, as before
         assert pool.sync_weights(learner.state_dict_for_sync()) == 3
         assert _versions(pool) == [3, 3] and _gap(pool, learner, 0) <= 1e-3
+    finally:
+        pool.close()
+
+
+def test_published_weights_are_staged_beside_a_running_generation(learner, tiny_model):
+    """Async mode over the collective: ``publish_collective`` returns while the worker is
+    still generating (the broadcast is received in its ``weights`` thread, not after the
+    generation); the generation loads the staged weights at its next chunk, and the tokens
+    after it carry version 1 and the learner's log-probs. The driver never held the weights
+    (the pool keeps no payload ref)."""
+    pool = _pool(tiny_model, 1)
+    try:
+        prompt = ray.get(pool.handles[0].encode.remote([PROMPT]))[0]
+        sampling = dict(n=1, temperature=1.0, max_new_tokens=1500, stop_token_ids=[])
+        shards = pool.generate_partial_async([prompt], chunk_tokens=4, seed=0, **sampling)
+        time.sleep(1.0)  # the generation is under way (its first chunks ran on version 0)
+        assert pool.publish_collective(learner, bucket_bytes=BUCKET) == 1
+        ready, _ = ray.wait([shards[0].ref], timeout=0)
+        assert not ready, "the generation ended before the weights were published"
+        assert pool._weights == (None, 1)
+        done = pool.wait_shard(shards[0], **sampling)[0]
+        versions = done.token_versions
+        assert versions is not None and versions[0] == 0 and versions[-1] == 1
+        switch = versions.index(1)
+        assert set(versions[switch:]) == {1} and switch % 4 == 0  # at a chunk boundary
+        theirs = _learner_logprobs(learner, prompt, done.response_ids)
+        ours = torch.tensor(done.logprobs)
+        assert (ours[switch:] - theirs[switch:]).abs().max() <= 1e-3
+        assert (ours[:switch] - theirs[:switch]).abs().max() > 1e-2  # the old weights' tokens
+        assert pool.pull_weights() == [1] and _gap(pool, learner, 0) <= 1e-3
     finally:
         pool.close()
 

@@ -131,6 +131,31 @@ def test_three_turn_trajectory_masks_logprobs_and_turn_rewards(tok):
     assert (rewards[0][~exp.tokens.mask[0]] == 0).all()
 
 
+def test_before_turn_versions_every_token_by_the_turn_that_made_it(tok):
+    """Async episodes: weights version 3 for turn 1, 5 from turn 2 on (as if new weights
+    arrived after turn 1): generated tokens carry their turn's version, an observation the
+    version of the turn before it; without ``before_turn`` there are no versions."""
+    turn = [4093, 9690, 2]
+    engine, calls = Scripted([turn]), []
+
+    def before_turn() -> int:
+        calls.append(engine.turn)  # runs before each turn's generation
+        return 3 if len(calls) == 1 else 5
+
+    out = run_episodes(engine, tok, _encode(tok), [{"q": "a"}], env_type="countdown_test",
+                       n=2, seed=0, before_turn=before_turn)
+    assert calls == [0, 1, 2]  # once per turn, before it generates
+    delta = ChatDelta(tok)
+    obs = [len(delta.close_ids(turn) + delta.observation_ids(
+        [{"role": "tool", "content": f"obs {k}"}])) for k in (1, 2)]
+    for c in out:
+        assert c.token_versions == [3] * (3 + obs[0]) + [5] * (3 + obs[1] + 3)
+        assert len(c.token_versions) == len(c.response_ids)
+    plain = run_episodes(Scripted([turn]), tok, _encode(tok), [{"q": "a"}],
+                         env_type="countdown_test")
+    assert plain[0].token_versions is None
+
+
 def test_caps_truncate_turns_and_total_tokens(tok):
     engine = Scripted([[4093, 9690, 2]])
     out = run_episodes(engine, tok, _encode(tok), [{"q": "a"}], env_type="countdown_test",

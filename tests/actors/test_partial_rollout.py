@@ -99,3 +99,39 @@ def test_pool_publishes_without_waiting_and_workers_pull(ray_cluster, tiny_model
         assert pool.publish_weights(state) == 2 and pool.pull_weights() == [2]
     finally:
         pool.close()
+
+
+def test_async_episodes_load_new_weights_between_turns(worker):
+    """``run_episodes_partial``: new weights offered after turn 1 are loaded before turn 2
+    (the HF engine's kept turn KV from the old weights is not reused); every generated token's
+    log-prob is the one of the weights its ``token_versions`` names."""
+    from rlsys.envs import ENVS
+    from tests.actors.test_episodes import Countdown
+
+    if "countdown_partial" not in ENVS.names():
+        ENVS.register("countdown_partial", Countdown)
+    original = {k: v.clone() for k, v in worker.engine.state_dict().items()}
+    worker.update_weights(original, 0)
+    source = OneUpdate(_perturbed(original), at=2)  # call 2 is before turn 2
+    env = {"type": "countdown_partial", "max_turns": 3, "max_tokens_per_turn": 4,
+           "max_total_tokens": 512}
+    out = worker.run_episodes_partial([{"q": "count"}], weights_source=source, env=env, n=2,
+                                      temperature=1.0, seed=3, stop_token_ids=[])
+    assert worker.weights_version == 1 and len(source.calls) == 3
+    prompt_ids = [c.prompt_ids for c in out]
+    response_ids = [c.response_ids for c in out]
+    under_new = worker.score_logprobs(prompt_ids, response_ids)
+    worker.update_weights(original, 0)
+    under_old = worker.score_logprobs(prompt_ids, response_ids)
+    for c, lp_new, lp_old in zip(out, under_new, under_old, strict=True):
+        assert c.trajectory["num_turns"] == 3
+        versions = c.token_versions
+        assert versions is not None and len(versions) == len(c.response_ids)
+        first_end = versions.index(1)
+        assert first_end > 0 and set(versions[first_end:]) == {1}
+        generated = [i for i, m in enumerate(c.loss_mask) if m]
+        want = [lp_old[i] if versions[i] == 0 else lp_new[i] for i in generated]
+        got = [c.logprobs[i] for i in generated]
+        assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-3), (got, want)
+        later = [i for i in generated if versions[i] == 1]
+        assert max(abs(c.logprobs[i] - lp_old[i]) for i in later) > 1e-2

@@ -60,6 +60,25 @@ def test_agent_recipe_logs_trajectories_and_evaluates_episodes(tmp_path):
     assert len(episodes) == 4 and all("turns" in json.loads(e) for e in episodes)
 
 
+def test_async_episodes_are_at_most_one_version_stale(tmp_path):
+    """``algo.async_rollout`` with ``env:``: the next step's episodes run while this one
+    trains and load the new weights between turns (broadcast by learner rank 0); no sample
+    is more than one policy version old, whole trajectories are trained and logged."""
+    run_dir = tmp_path / "run"
+    proc = run_train(RECIPE, run_dir, "stages.grpo.steps=3", "stages.grpo.eval_after=false",
+                     "stages.grpo.algo.async_rollout=true", "checkpoint.every_n_steps=0",
+                     timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    rows = stage_rows(run_dir, "grpo")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["staleness"] for r in rows] == [0.0, 1.0, 1.0], rows
+    assert all(r["async/dropped_stale"] == 0.0 and r["sync/collective"] == 1.0 for r in rows)
+    assert all(1.0 <= r["turns/mean"] <= 3.0 for r in rows)
+    samples = [json.loads(line) for line in
+               (run_dir / "stages" / "grpo" / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 2, 3} and all(s["turns"] for s in samples)
+
+
 def test_killed_agent_run_resumes_with_the_same_data_order(tmp_path):
     reference = tmp_path / "reference"
     proc = run_train(RECIPE, reference, *SETS, timeout=600)

@@ -127,10 +127,14 @@ def test_ppo_logs_a_finite_critic_loss(recipe_run):
 def test_async_rollout_is_at_most_one_version_stale(recipe_run):
     proc, run_dir = recipe_run("grpo_async_tiny")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    staleness = [row["staleness"] for row in stage_rows(run_dir, "grpo")]
+    rows = stage_rows(run_dir, "grpo")
+    staleness = [row["staleness"] for row in rows]
     assert staleness and all(s <= 1 for s in staleness), staleness
     # steps after the first were generated while the previous step trained: exactly 1 behind
     assert staleness[1:] == [1.0] * (len(staleness) - 1), staleness
+    # weight_sync auto: learner rank 0 broadcast every step's weights (the workers staged
+    # them beside their generations); they never went through the driver
+    assert [row["sync/collective"] for row in rows] == [1.0] * len(rows)
 
 
 def test_async_staleness_after_an_earlier_stage_synced_the_pool(tmp_path):

@@ -106,6 +106,14 @@ def test_a_recipe_with_env_refuses_what_cannot_run_multi_turn():
         recipe_from_dict({**recipe, "stages": [shaped], "env": {"type": "tool_math"}}, "r.yaml")
     assert str(err.value).startswith("r.yaml: stages.0.algo.overlong_buffer: overlong shaping "
                                      "is single-turn only")
+    chunked = {"name": "g", "kind": "grpo", "steps": 1,
+               "algo": {"async_rollout": True, "partial_rollout_chunk": 8}}
+    with pytest.raises(RecipeError, match="r.yaml: stages.0.algo.partial_rollout_chunk: with "
+                                          "'env:' async episodes load new weights between turns"):
+        recipe_from_dict({**recipe, "stages": [chunked], "env": {"type": "tool_math"}}, "r.yaml")
+    asynchronous = {"name": "g", "kind": "grpo", "steps": 1, "algo": {"async_rollout": True}}
+    assert recipe_from_dict({**recipe, "stages": [asynchronous],
+                             "env": {"type": "tool_math"}}).stages[0].algo.async_rollout
     data = {"sources": [{"name": "p", "generator": "tool_math", "kind": "prompt"}]}
     sampling = {"name": "pp", "kind": "preference_pairs", "steps": 1,
                 "generate": {"output": "rs.jsonl", "k": 2}}

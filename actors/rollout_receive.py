@@ -1,0 +1,132 @@
+"""The rollout worker's side of the driver-free weight group (a mixin of
+``actors.rollout.RolloutWorker``): join the group, and take a broadcast from learner rank 0 in
+one of two ways.
+
+* ``receive_weights`` (synchronous RL): receive and load into the engine now. The HF engine
+  loads full weights bucket by bucket; other engines (vLLM) and adapter-only payloads get them
+  whole.
+* ``stage_weights`` (async RL): receive into host memory *beside* a generation that is running.
+  ``actors.launch.RolloutPool`` calls it in the actor's own ``weights`` concurrency group (a
+  second thread), so the learner's broadcast never waits for a generation to finish; the
+  generating thread loads the staged weights at its next chunk or turn boundary
+  (``take_staged``, called by ``RolloutWorker.pull_weights``). Only the newest staged version
+  is kept; the engine is only ever touched by the generating thread.
+
+This module does not form the group or decide when to sync (``actors.collective_sync``), and
+does not move tensors on the wire (``actors.collective``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+#: the Ray concurrency group (one thread) that ``join_weight_group`` / ``stage_weights`` run in
+#: while the default group generates (``actors.launch.RolloutPool``)
+WEIGHTS_GROUP = "weights"
+
+
+class WeightReceiverMixin:
+    """Weight-group methods of ``RolloutWorker``; needs its ``engine``, ``engine_name``,
+    ``weights_version``, ``last_load_s``, ``_full``, ``_load_adapter`` and
+    ``_engine_applies_adapters``."""
+
+    engine: Any
+    engine_name: str
+    weights_version: int
+    last_load_s: float | None
+    _full: Any
+    _staged: tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None
+    _staged_guard: threading.Lock
+
+    if TYPE_CHECKING:  # provided by RolloutWorker
+        def _load_adapter(self, adapter: dict[str, torch.Tensor],
+                          lora: dict[str, Any]) -> None: ...
+
+        def _engine_applies_adapters(self) -> bool: ...
+
+    def join_weight_group(self, spec: dict[str, Any], rank: int) -> int:
+        """Join the driver-free weight group (``actors.collective``) as ``rank``, dropping any
+        earlier group; blocks until every member joined. Returns the group's epoch."""
+        from actors.collective import GroupSpec, WeightGroup
+
+        old = getattr(self, "_weight_group", None)
+        if old is not None:
+            old.close()
+        group = WeightGroup(GroupSpec(**spec), rank)
+        device = getattr(self.engine, "device", None) if group.spec.backend == "nccl" else None
+        self._weight_group = group.join(device)
+        return self._weight_group.spec.epoch
+
+    def _stream(self, version: int) -> tuple[dict[str, Any], Iterator[list[tuple[str, Any]]]]:
+        """The broadcast's meta (version checked) and its buckets of complete tensors."""
+        from actors.collective import CollectiveError, receive_state
+
+        group = getattr(self, "_weight_group", None)
+        if group is None:
+            raise CollectiveError("receive_weights before join_weight_group")
+        # gloo buckets arrive in CPU memory (the engine copies them to its device); NCCL ones
+        # on the engine's GPU
+        device = self.engine.device if group.spec.backend == "nccl" else "cpu"
+        stream = receive_state(group, device)
+        meta, first = next(stream)
+        meta = meta or {}
+        if int(meta.get("version", version)) != version:
+            raise CollectiveError(f"receive_weights: expected version {version}, the sender "
+                                  f"sent {meta.get('version')}")
+        return meta, itertools.chain([first], (bucket for _, bucket in stream))
+
+    def receive_weights(self, version: int) -> int:
+        """Receive weights broadcast by learner rank 0 over the weight group and load them;
+        returns ``version``. Full weights go into the HF engine bucket by bucket; other
+        engines (vLLM) get them whole; an adapter-only payload (``meta["lora"]``) goes through
+        ``_load_adapter`` as in ``update_weights``."""
+        start = time.perf_counter()
+        meta, buckets = self._stream(version)
+        # only the HF engine loads a partial state in place; vLLM reloads (and repacks) whole
+        if meta.get("lora") is None and self.engine_name == "hf":
+            for tensors in buckets:
+                self.engine.load_weights(tensors)
+        else:  # kept past their bucket: copy out of it
+            self._apply_whole(meta, {n: t.clone() for b in buckets for n, t in b})
+        self.last_load_s = time.perf_counter() - start
+        self.weights_version = int(version)
+        return self.weights_version
+
+    def _apply_whole(self, meta: dict[str, Any], whole: dict[str, torch.Tensor]) -> None:
+        if meta.get("lora") is not None:
+            self._load_adapter(whole, meta["lora"])
+            return
+        if not self._engine_applies_adapters():  # what later adapter syncs merge onto
+            self._full = whole
+        self.engine.load_weights(whole.items())
+
+    def stage_weights(self, version: int) -> int:
+        """Async mode, in the ``weights`` concurrency group: receive the broadcast of
+        ``version`` into host memory (a copy of every tensor) without touching the engine;
+        the generating thread loads it at its next boundary (``take_staged``). A newer staged
+        version replaces an older one not loaded yet. Returns ``version``."""
+        meta, buckets = self._stream(version)
+        whole = {n: t.to("cpu", copy=True) for b in buckets for n, t in b}
+        with self._staged_guard:
+            staged = self._staged
+            if staged is None or staged[0] < version:
+                self._staged = (int(version), meta, whole)
+        return int(version)
+
+    def take_staged(self) -> int:
+        """Load the staged weights if they are newer than the engine's (the generating thread
+        calls this between chunks or turns); returns the weights version now loaded."""
+        with self._staged_guard:
+            staged, self._staged = self._staged, None
+        if staged is not None and staged[0] > self.weights_version:
+            start = time.perf_counter()
+            self._apply_whole(staged[1], staged[2])
+            self.last_load_s = time.perf_counter() - start
+            self.weights_version = staged[0]
+        return self.weights_version
