@@ -4,7 +4,7 @@ The group is learner rank 0 (rank 0, the sender) plus every rollout worker (rank
 standalone process group -- its own ``TCPStore`` (hosted by rank 0 on a port the OS picks) and
 its own ``ProcessGroupGloo`` (CPU) or ``ProcessGroupNCCL`` (GPU) object -- so it never touches
 the learner's DeepSpeed world or ``torch.distributed``'s default group (the same shape as the
-``StatelessProcessGroup`` of ``actors.weight_sync.NcclWeightBroadcaster``). Each formation has an
+``StatelessProcessGroup`` vLLM uses for its own groups). Each formation has an
 ``epoch``; a restarted rollout worker makes the pool form a new group (new port, epoch + 1).
 
 Wire format, per bucket, three broadcasts from rank 0: an int64 header ``[meta bytes, data
@@ -227,14 +227,18 @@ def _nbytes(entry: list[Any]) -> int:
     return math.prod(entry[2]) * torch.empty(0, dtype=dtype).element_size()
 
 
-def receive_state(group: WeightGroup, device: torch.device | str = "cpu"
+def receive_state(group: WeightGroup, device: torch.device | str = "cpu", *,
+                  fresh_buckets: bool = False
                   ) -> Iterator[tuple[dict[str, Any] | None, list[tuple[str, torch.Tensor]]]]:
     """Ranks 1..N: yield ``(meta or None, complete tensors)`` per received bucket.
 
     ``meta`` is the sender's ``meta`` with the first bucket, None after. Whole tensors are views
     into the group's one receive buffer (``WeightGroup.scratch``): they are valid until the
-    next bucket arrives, so copy them (into the model, or ``clone``) before asking for it. A
-    tensor split over buckets is yielded (its own memory) with the bucket that completes it.
+    next bucket arrives, so copy them (into the model, or ``clone``) before asking for it.
+    ``fresh_buckets``: every bucket gets its own buffer instead, so the views stay valid as
+    long as they are referenced (for a loader that holds weights until a layer is complete,
+    like vLLM's layerwise reload). A tensor split over buckets is yielded (its own memory)
+    with the bucket that completes it.
     """
     partial: dict[str, torch.Tensor] = {}
     while True:
@@ -243,7 +247,8 @@ def receive_state(group: WeightGroup, device: torch.device | str = "cpu"
         text = group.broadcast(torch.empty(header[0], dtype=torch.uint8, device=device),
                                "receive metadata")
         info = json.loads(text.cpu().numpy().tobytes().decode())
-        data = group.scratch(header[1], device)
+        data = torch.empty(header[1], dtype=torch.uint8, device=device) if fresh_buckets \
+            else group.scratch(header[1], device)
         if header[1]:
             group.broadcast(data, "receive bucket")
         done: list[tuple[str, torch.Tensor]] = []

@@ -3,8 +3,12 @@
 ``CollectiveSync`` belongs to one ``actors.launch.RolloutPool``. For a sync it asks the rollout
 workers to ``receive_weights`` (Ray calls that return at once) and then the learner group to
 ``send_weights`` (learner rank 0 broadcasts over ``actors.collective``); the driver never holds
-the weights. The group is formed on first use (learner rank 0 hosts the store on a port the OS
-picks) and again, with the next epoch, whenever its members change -- a restarted worker gets a
+the weights. Who receives: the rollout actor (it loads into its engine), or, ``into_engine``,
+the engine's own workers (vLLM: each vLLM worker is a member and reloads as the buckets arrive,
+NCCL GPU to GPU on GPU). In async mode (``staged``) the actors receive in their ``weights``
+concurrency group beside a running generation (``stage_weights``) and load at the next chunk or
+turn. The group is formed on first use (learner rank 0 hosts the store on a port the OS picks)
+and again, with the next epoch, whenever its members change -- a restarted worker gets a
 group of rank 0 and itself only, receives the current weights and version, and the next full
 sync re-forms the group with every worker. Any failure drops the group so the next sync
 re-forms it. ``resolve_weight_sync`` turns ``rollout.weight_sync`` into a transport.
@@ -25,15 +29,17 @@ WEIGHT_SYNC_MODES = ("auto", "collective", "ipc", "object_store")
 
 
 def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
-                        pool_can_join: bool, engine: str = "hf") -> tuple[str, str | None]:
+                        pool_can_join: bool, engine: str = "hf",
+                        into_engine: bool = False) -> tuple[str, str | None]:
     """``(transport, backend)`` for ``rollout.weight_sync = mode``: ``("collective", "gloo" |
     "nccl")`` or ``("object_store", None)``.
 
     ``auto`` picks the collective whenever the pool's workers can join one (a real Ray
-    ``RolloutPool``): NCCL when learner and rollout workers both hold GPUs and the engine is
-    ``hf`` (the rollout actor itself holds the model), gloo otherwise (a vLLM engine's GPU
-    workers are separate processes: its actor receives in host memory and loads through
-    vLLM). It never picks ``ipc`` (colocation on one GPU is not modelled by the recipe);
+    ``RolloutPool``): NCCL when learner and rollout workers both hold GPUs and the receiver
+    holds the model on its GPU -- the ``hf`` rollout actor itself, or the vLLM workers when
+    they join the group ``into_engine`` (full weights, synchronous RL) -- gloo otherwise (a
+    vLLM actor receiving an adapter, or staging in async mode, takes it in host memory). It
+    never picks ``ipc`` (colocation on one GPU is not modelled by the recipe);
     ``ipc`` is refused: on CPU there is no CUDA IPC, and on GPU the colocated path
     (``actors.weight_sync.cuda_ipc_handles``) is not wired into the loop yet.
     """
@@ -49,7 +55,8 @@ def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
     if not pool_can_join:
         raise ValueError("rollout.weight_sync=collective needs a Ray RolloutPool whose workers "
                          "can join a weight group (this pool has no sync_collective)")
-    return "collective", "nccl" if learner_gpus and rollout_gpus and engine == "hf" else "gloo"
+    on_gpu = bool(learner_gpus and rollout_gpus) and (engine == "hf" or into_engine)
+    return "collective", "nccl" if on_gpu else "gloo"
 
 
 class CollectiveSync:
@@ -61,14 +68,20 @@ class CollectiveSync:
         sender: the learner side (``actors.collective.WeightSender``).
         bucket_bytes: bucket size of each broadcast.
         backend: ``"gloo"`` or ``"nccl"``.
+        into_engine: full-weight syncs go straight into the engines' own workers where the
+            engine joins the group itself (vLLM: every vLLM worker is a member and reloads as
+            the buckets arrive); the rollout actor receives otherwise, and always in async
+            mode (``staged``), which must not touch a generating engine.
     """
 
     def __init__(self, pool: Any, sender: WeightSender, *, bucket_bytes: int,
-                 backend: str) -> None:
+                 backend: str, into_engine: bool = False) -> None:
         self.pool, self.sender = pool, sender
         self.bucket_bytes, self.backend = int(bucket_bytes), backend
+        self.into_engine = into_engine
         self.epoch = 0
-        self._members: tuple[Any, ...] | None = None  # the handles the group was formed with
+        # the handles the group was formed with, and whether the engines joined themselves
+        self._members: tuple[tuple[Any, ...], bool] | None = None
         self.last_stats: dict[str, float] = {}
 
     def push(self, version: int, indices: Sequence[int] | None = None, *,
@@ -78,7 +91,7 @@ class CollectiveSync:
         their ``weights`` concurrency group beside a running generation and load at its next
         boundary (``RolloutWorker.stage_weights``), else they load now (``receive_weights``)."""
         indices = list(range(len(self.pool.handles)) if indices is None else indices)
-        members = tuple(self.pool.handles[i] for i in indices)
+        members = (tuple(self.pool.handles[i] for i in indices), self.into_engine and not staged)
         try:
             if self._members != members:
                 self._form(indices, members, staged)
@@ -97,12 +110,17 @@ class CollectiveSync:
         method = getattr(self.pool.handles[index], name)
         return method.options(concurrency_group=WEIGHTS_GROUP) if staged else method
 
-    def _form(self, indices: list[int], members: tuple[Any, ...], staged: bool) -> None:
+    def _form(self, indices: list[int], members: tuple[tuple[Any, ...], bool],
+              staged: bool) -> None:
+        into_engine = members[1]
+        sizes = [self.pool._get(i, self.pool.handles[i].weight_group_size.remote(True), "join")
+                 for i in indices] if into_engine else [1] * len(indices)
         self.epoch += 1
-        spec = self.sender.open_weight_group(1 + len(indices), self.epoch, self.backend,
+        spec = self.sender.open_weight_group(1 + sum(sizes), self.epoch, self.backend,
                                              self.pool.timeout_s)
-        refs = [self._method(i, "join_weight_group", staged).remote(spec, rank)
-                for rank, i in enumerate(indices, start=1)]
+        ranks = [1 + sum(sizes[:k]) for k in range(len(indices))]
+        refs = [self._method(i, "join_weight_group", staged).remote(spec, rank, into_engine)
+                for rank, i in zip(ranks, indices, strict=True)]
         self.sender.join_weight_group(spec)
         for i, ref in zip(indices, refs, strict=True):
             self.pool._get(i, ref, "join")

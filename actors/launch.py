@@ -258,24 +258,27 @@ class RolloutPool(AsyncRolloutMixin, _Pool):
         return version
 
     def sync_collective(self, sender: WeightSender, *, bucket_bytes: int = 256 << 20,
-                        backend: str = "gloo") -> int:
+                        backend: str = "gloo", into_engine: bool = False) -> int:
         """Driver-free sync: learner rank 0 (``sender``) broadcasts its weights to every worker
-        over a weight group (``actors.collective_sync``); returns the new version. A restarted
-        worker re-joins (a new group epoch) and gets the same weights and version."""
+        over a weight group (``actors.collective_sync``); returns the new version. With
+        ``into_engine`` (full weights only) an engine that joins itself (vLLM) receives in its
+        own workers. A restarted worker re-joins (a new group epoch) and gets the same weights
+        and version."""
         version = self.weights_version + 1
-        self._collective_for(sender, bucket_bytes, backend).push(version)
+        self._collective_for(sender, bucket_bytes, backend, into_engine).push(version)
         self._weights = (None, version)
         return version
 
-    def _collective_for(self, sender: WeightSender, bucket_bytes: int,
-                        backend: str) -> CollectiveSync:
-        """The pool's weight group for ``sender`` (a new one when the sender, bucket size or
-        backend changed)."""
+    def _collective_for(self, sender: WeightSender, bucket_bytes: int, backend: str,
+                        into_engine: bool = False) -> CollectiveSync:
+        """The pool's weight group for ``sender`` (a new one when the sender, bucket size,
+        backend or ``into_engine`` changed)."""
         current = self._collective
         if current is None or current.sender is not sender or \
-                (current.bucket_bytes, current.backend) != (bucket_bytes, backend):
+                (current.bucket_bytes, current.backend, current.into_engine) != \
+                (bucket_bytes, backend, into_engine):
             current = self._collective = CollectiveSync(self, sender, bucket_bytes=bucket_bytes,
-                                                        backend=backend)
+                                                        backend=backend, into_engine=into_engine)
         return current
 
 

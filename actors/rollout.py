@@ -65,6 +65,7 @@ class RolloutWorker(WeightReceiverMixin):
         # boundary (``actors.rollout_receive``)
         self._staged: tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None = None
         self._staged_guard = threading.Lock()
+        self._into_engine = self._full_in_engine = False  # see actors.rollout_receive
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids per prompt: a list of ints passes through; text/messages are templated."""
@@ -166,7 +167,7 @@ class RolloutWorker(WeightReceiverMixin):
             self._load_adapter(dict(unpack_state_dict(payload)), payload.lora)
         elif isinstance(payload, PackedState | Mapping):
             if not self._engine_applies_adapters():
-                self._full = payload
+                self._full, self._full_in_engine = payload, False
             named = unpack_state_dict(payload) if isinstance(payload, PackedState) else \
                 payload.items()
             self.engine.load_weights(named)
@@ -199,6 +200,10 @@ class RolloutWorker(WeightReceiverMixin):
     def base_weights(self) -> dict[str, torch.Tensor]:
         """What an adapter merges onto, by Hugging Face name: the last full weights synced, else
         the model directory's safetensors (the weights the engine started with)."""
+        if self._full is None and self._full_in_engine:
+            raise RuntimeError("an adapter sync needs the last full weights, but they went "
+                               "straight into the engine's workers (weight group into_engine); "
+                               "sync full weights through the actor first")
         if isinstance(self._full, PackedState):
             return dict(unpack_state_dict(self._full))
         if self._full is not None:

@@ -43,6 +43,8 @@ class WeightReceiverMixin:
     _full: Any
     _staged: tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None
     _staged_guard: threading.Lock
+    _into_engine: bool  # the engine's workers are the group members (join_weight_group)
+    _full_in_engine: bool  # the last full weights went straight into the engine's workers
 
     if TYPE_CHECKING:  # provided by RolloutWorker
         def _load_adapter(self, adapter: dict[str, torch.Tensor],
@@ -50,18 +52,35 @@ class WeightReceiverMixin:
 
         def _engine_applies_adapters(self) -> bool: ...
 
-    def join_weight_group(self, spec: dict[str, Any], rank: int) -> int:
+    def weight_group_size(self, into_engine: bool = False) -> int:
+        """Members this worker adds to a weight group: its engine's workers when they join
+        themselves (``into_engine`` and an engine that ``joins_weight_group``: vLLM), else 1."""
+        if into_engine and getattr(self.engine, "joins_weight_group", False):
+            return int(self.engine.weight_group_ranks)
+        return 1
+
+    def join_weight_group(self, spec: dict[str, Any], rank: int,
+                          into_engine: bool = False) -> int:
         """Join the driver-free weight group (``actors.collective``) as ``rank``, dropping any
-        earlier group; blocks until every member joined. Returns the group's epoch."""
+        earlier group; blocks until every member joined. With ``into_engine`` and an engine
+        that joins itself (vLLM), its workers join instead, as ranks ``rank ..``
+        (``weight_group_size``) and receive straight into the model. Returns the epoch."""
         from actors.collective import GroupSpec, WeightGroup
 
         old = getattr(self, "_weight_group", None)
         if old is not None:
             old.close()
-        group = WeightGroup(GroupSpec(**spec), rank)
+            self._weight_group = None
+        spec_ = GroupSpec(**spec)
+        self._into_engine = into_engine and bool(getattr(self.engine, "joins_weight_group",
+                                                          False))
+        if self._into_engine:
+            self.engine.join_weight_group(spec, rank)
+            return spec_.epoch
+        group = WeightGroup(spec_, rank)
         device = getattr(self.engine, "device", None) if group.spec.backend == "nccl" else None
         self._weight_group = group.join(device)
-        return self._weight_group.spec.epoch
+        return spec_.epoch
 
     def _stream(self, version: int) -> tuple[dict[str, Any], Iterator[list[tuple[str, Any]]]]:
         """The broadcast's meta (version checked) and its buckets of complete tensors."""
@@ -83,17 +102,23 @@ class WeightReceiverMixin:
 
     def receive_weights(self, version: int) -> int:
         """Receive weights broadcast by learner rank 0 over the weight group and load them;
-        returns ``version``. Full weights go into the HF engine bucket by bucket; other
-        engines (vLLM) get them whole; an adapter-only payload (``meta["lora"]``) goes through
-        ``_load_adapter`` as in ``update_weights``."""
+        returns ``version``. Joined ``into_engine``: the engine's workers receive and load
+        full weights themselves. Otherwise full weights go into the HF engine bucket by
+        bucket; other engines (vLLM) get them whole; an adapter-only payload (``meta["lora"]``)
+        goes through ``_load_adapter`` as in ``update_weights``."""
         start = time.perf_counter()
-        meta, buckets = self._stream(version)
-        # only the HF engine loads a partial state in place; vLLM reloads (and repacks) whole
-        if meta.get("lora") is None and self.engine_name == "hf":
-            for tensors in buckets:
-                self.engine.load_weights(tensors)
-        else:  # kept past their bucket: copy out of it
-            self._apply_whole(meta, {n: t.clone() for b in buckets for n, t in b})
+        if self._into_engine:
+            self.engine.receive_weights(version)
+            self._full = None  # only the engine holds them (base_weights refuses to guess)
+            self._full_in_engine = True
+        else:
+            meta, buckets = self._stream(version)
+            # only the HF engine loads a partial state in place; vLLM reloads (and repacks)
+            if meta.get("lora") is None and self.engine_name == "hf":
+                for tensors in buckets:
+                    self.engine.load_weights(tensors)
+            else:  # kept past their bucket: copy out of it
+                self._apply_whole(meta, {n: t.clone() for b in buckets for n, t in b})
         self.last_load_s = time.perf_counter() - start
         self.weights_version = int(version)
         return self.weights_version
@@ -103,7 +128,7 @@ class WeightReceiverMixin:
             self._load_adapter(whole, meta["lora"])
             return
         if not self._engine_applies_adapters():  # what later adapter syncs merge onto
-            self._full = whole
+            self._full, self._full_in_engine = whole, False
         self.engine.load_weights(whole.items())
 
     def stage_weights(self, version: int) -> int:
@@ -111,6 +136,9 @@ class WeightReceiverMixin:
         ``version`` into host memory (a copy of every tensor) without touching the engine;
         the generating thread loads it at its next boundary (``take_staged``). A newer staged
         version replaces an older one not loaded yet. Returns ``version``."""
+        if self._into_engine:
+            raise RuntimeError("stage_weights: this worker's engine joined the weight group "
+                               "itself (into_engine); async mode needs the actor to receive")
         meta, buckets = self._stream(version)
         whole = {n: t.to("cpu", copy=True) for b in buckets for n, t in b}
         with self._staged_guard:

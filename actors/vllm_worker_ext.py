@@ -17,13 +17,11 @@ Three transports:
 * **CUDA IPC** (``rlsys_load_ipc``, GPU, learner colocated on the same GPU): the learner
   flattens its weights into one GPU buffer per dtype and sends IPC handles; the worker maps
   them and calls ``model_runner.model.load_weights``.
-* **NCCL broadcast** (``init_weight_update_group`` + ``update_weight`` /
-  ``update_weights_from_broadcast``, GPU only): the learner's
-  rank 0 (``actors.weight_sync.NcclWeightBroadcaster``) and every vLLM worker join a
-  ``StatelessProcessGroup`` (separate from vLLM's and the learner's own process groups) and a
-  ``PyNcclCommunicator`` on it; the learner broadcasts each tensor, workers receive into a fresh
-  buffer and call ``model_runner.model.load_weights`` (plain bf16/fp16 weights on GPU are not
-  repacked, so the per-tensor path is valid there).
+* **The rlsys weight group** (``rlsys_join_weight_group`` + ``rlsys_receive_weights``; what
+  the RL loop uses for full-weight syncs into vLLM, ``rollout.weight_sync`` collective): every
+  vLLM worker is a member of the loop's driver-free weight group (``actors.collective``) --
+  gloo on CPU, NCCL on GPU -- and receives learner rank 0's bucketed broadcast itself, so the
+  weights go learner GPU -> vLLM GPU without the rollout actor or host memory in between.
 
 This module is imported by vLLM inside its worker processes; it must stay import-light.
 """
@@ -84,45 +82,56 @@ class WeightSyncWorkerExtension:
         del named, flats
         return len(index)
 
-    # ------------------------------------------------------------------ GPU / NCCL
-    def init_weight_update_group(self, master_address: str, master_port: int,
-                                 rank_offset: int, world_size: int) -> None:
-        """Join the learner's weight-broadcast group as rank ``rank_offset + this worker's rank``.
-
-        Blocks until all ``world_size`` ranks (learner rank 0 included) have joined.
-        """
-        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+    # ------------------------------------------------------------------ rlsys weight group
+    def rlsys_join_weight_group(self, spec: dict[str, Any], rank_offset: int) -> int:
+        """Join the driver-free weight group (``actors.collective``) as rank ``rank_offset +
+        this worker's rank in vLLM's world`` (tensor-parallel workers each take a rank); an
+        earlier group is dropped. Blocks until every member joined; returns the rank."""
         from vllm.distributed.parallel_state import get_world_group
-        from vllm.distributed.utils import StatelessProcessGroup
 
-        rank = get_world_group().rank + rank_offset
-        group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank,
-                                             world_size=world_size)
-        self._rlsys_comm = PyNcclCommunicator(group, device=self.device)  # type: ignore[attr-defined]
+        from actors.collective import GroupSpec, WeightGroup
 
-    def update_weight(self, name: str, dtype: str, shape: list[int]) -> None:
-        """Receive one broadcast tensor from rank 0 and load it under its Hugging Face name."""
-        import torch
+        old = getattr(self, "_rlsys_group", None)
+        if old is not None:
+            old.close()
+        group = WeightGroup(GroupSpec(**spec), rank_offset + get_world_group().rank)
+        nccl = group.spec.backend == "nccl"
+        self._rlsys_group = group.join(self.device if nccl else None)  # type: ignore[attr-defined]
+        return group.rank
 
-        comm = getattr(self, "_rlsys_comm", None)
-        if comm is None:
-            raise RuntimeError("update_weight before init_weight_update_group")
-        weight = torch.empty(tuple(shape), dtype=getattr(torch, dtype),
-                             device=self.device)  # type: ignore[attr-defined]
-        comm.broadcast(weight, src=0, stream=torch.cuda.current_stream())
-        torch.cuda.current_stream().synchronize()
-        self.model_runner.model.load_weights(weights=[(name, weight)])  # type: ignore[attr-defined]
-        del weight
+    def rlsys_receive_weights(self, version: int) -> int:
+        """Receive full weights broadcast by learner rank 0 over the weight group, straight
+        into this worker (NCCL buckets land on its GPU; gloo ones in host memory) and load them
+        with ``reload_weights(..., is_checkpoint_format=True)`` as they arrive. Each bucket has
+        its own buffer (vLLM's layerwise reload holds a layer's tensors until the layer is
+        complete). Adapter-only payloads are refused (the rollout actor applies those). On a
+        failure the rest of the stream is still received, so the sender is never left hanging.
+        Returns the number of tensors loaded."""
+        from actors.collective import CollectiveError, receive_state
 
-    def update_weights_from_broadcast(self, metadata: list[Any]) -> int:
-        """``update_weight`` for each ``(name, dtype, shape)`` in order; returns the count.
+        group = getattr(self, "_rlsys_group", None)
+        if group is None:
+            raise CollectiveError("rlsys_receive_weights before rlsys_join_weight_group")
+        device = self.device if group.spec.backend == "nccl" else "cpu"  # type: ignore[attr-defined]
+        stream = receive_state(group, device, fresh_buckets=True)
+        count = 0
 
-        One RPC for the whole model: the learner broadcasts the same list in the same order.
-        """
-        for name, dtype, shape in metadata:
-            self.update_weight(name, dtype, list(shape))
-        return len(metadata)
+        def tensors() -> Any:
+            nonlocal count
+            for meta, bucket in stream:
+                if meta is not None and int(meta.get("version", version)) != version:
+                    raise CollectiveError(f"rlsys_receive_weights: expected version {version}, "
+                                          f"the sender sent {meta.get('version')}")
+                if meta is not None and meta.get("lora") is not None:
+                    raise CollectiveError("rlsys_receive_weights: an adapter-only payload; "
+                                          "the rollout actor must receive LoRA syncs")
+                count += len(bucket)
+                yield from bucket
 
-    def close_weight_update_group(self) -> None:
-        """Drop the NCCL communicator."""
-        self._rlsys_comm = None
+        try:
+            self.reload_weights(weights_iterator=tensors(),  # type: ignore[attr-defined]
+                                is_checkpoint_format=True)
+        finally:
+            for _ in stream:  # drain: every rank finishes the broadcast
+                pass
+        return count

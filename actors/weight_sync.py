@@ -8,17 +8,15 @@ on the same node maps the object-store memory read-only instead of unpickling a 
 returns views into that buffer, and the only copy is the final one into the model's parameters.
 bfloat16 has no numpy dtype, so its buffer travels as int16 and is re-viewed on unpack.
 
-GPU path (``NcclWeightBroadcaster``): the learner's rank 0 joins a ``StatelessProcessGroup``
-with the vLLM workers (which run ``actors.vllm_worker_ext.WeightSyncWorkerExtension``) and
-broadcasts each tensor over NCCL; see that module for the receiving side and
-``actors.engines.vllm.VLLMEngine.broadcast_weights`` for the orchestration.
+GPU path between GPUs: the RL loop's driver-free weight group (``actors.collective``; NCCL on
+GPU), which vLLM workers join themselves (``actors.vllm_worker_ext``).
 
 Colocated GPU path (``cuda_ipc_handles``): a learner on the same GPU as vLLM (NCCL refuses two
 ranks on one device) flattens its weights into one GPU buffer per dtype and sends CUDA-IPC
 handles; the workers map the buffers and copy from them (no host round trip).
 
 Not done here: sharded/bucketed transfer for models whose flat buffer does not fit next to the
-model on the GPU (the NCCL path sends tensor by tensor, so it is not affected).
+model on the GPU (the weight group sends buckets, so it is not affected).
 """
 
 from __future__ import annotations
@@ -160,42 +158,6 @@ def sync_weights(
     return list(versions), ref
 
 
-class NcclWeightBroadcaster:
-    """Learner rank-0 side of the NCCL weight broadcast to vLLM workers (GPU only).
-
-    The learner is NCCL rank 0 of a ``world_size = 1 + sum(vLLM workers)`` group built with
-    vLLM's ``StatelessProcessGroup`` (it does not touch the learner's own
-    ``torch.distributed`` groups); vLLM workers join with ranks ``rank_offset + worker rank``
-    through ``WeightSyncWorkerExtension.init_weight_update_group``. Construction blocks until
-    every rank has joined, so start the workers' join concurrently (``VLLMEngine`` does).
-    """
-
-    def __init__(self, master_address: str, master_port: int, world_size: int,
-                 device: torch.device | str | int) -> None:
-        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-        from vllm.distributed.utils import StatelessProcessGroup
-
-        group = StatelessProcessGroup.create(host=master_address, port=master_port, rank=0,
-                                             world_size=world_size)
-        self.device = torch.device(device)
-        self.comm = PyNcclCommunicator(group, device=self.device)
-
-    def broadcast(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
-        """Broadcast each tensor (moved to this GPU) in order; returns the bytes sent.
-
-        The receivers must be inside ``update_weights`` with the same ``(name, dtype, shape)``
-        list, in the same order (``weight_metadata`` builds it).
-        """
-        sent = 0
-        stream = torch.cuda.current_stream(self.device)
-        for _, tensor in named_tensors:
-            data = tensor.detach().to(self.device, non_blocking=True).contiguous()
-            self.comm.broadcast(data, src=0, stream=stream)
-            sent += data.numel() * data.element_size()
-        stream.synchronize()
-        return sent
-
-
 def cuda_ipc_handles(state: Mapping[str, torch.Tensor], device: torch.device | str
                      ) -> tuple[dict[str, bytes], list[Any], dict[str, torch.Tensor]]:
     """Colocated GPU path: flatten ``state`` on ``device`` and export CUDA-IPC handles.
@@ -214,9 +176,3 @@ def cuda_ipc_handles(state: Mapping[str, torch.Tensor], device: torch.device | s
     flats, index = flatten_state(state, device)
     handles = {name: pickle.dumps(reduce_tensor(flat)) for name, flat in flats.items()}
     return handles, [[n, d, o, list(shape)] for n, d, o, shape in index], flats
-
-
-def weight_metadata(named_tensors: Iterable[tuple[str, torch.Tensor]]
-                    ) -> list[tuple[str, str, tuple[int, ...]]]:
-    """``(name, dtype name, shape)`` per tensor: what the receiving side allocates."""
-    return [(name, _dtype_name(t.dtype), tuple(t.shape)) for name, t in named_tensors]

@@ -6,9 +6,15 @@ number of steps, prompts and samples, through the real CLI (``rlsys train``, loc
 
 * ``sync``: generate, score, train, sync weights, in turn;
 * ``async k=1, 2, 4``: ``algo.async_rollout`` with ``max_staleness`` k (the buffer holds k
-  generations) and partial rollouts (``partial_rollout_chunk``: half the response length).
+  generations) and partial rollouts (``partial_rollout_chunk``: half the response length); the
+  weights go learner rank 0 -> workers over the collective (``weight_sync: auto``), staged in
+  each worker beside its running generation;
+* ``k1-os``: async k=1 with ``weight_sync: object_store`` (the driver publishes the weights),
+  to compare the sync phase.
 
-Per variant: the stage's steps/min (steps over the summed ``time/step_s``), the run's wall time,
+Per variant: the stage's steps/min (steps over the summed ``time/step_s``), the mean seconds of
+the ``sync`` phase per step and how the weights travelled (``sync/collective``), the run's wall
+time,
 mean and max staleness, the samples dropped as stale, and the held-out greedy accuracy after
 the stage (``run_state.json``). Writes ``bench/async_results.md`` with the load average, since
 the machine is shared. Not a test: nothing here asserts a number.
@@ -31,11 +37,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "async_results.md"
-VARIANTS = {"sync": None, "k1": 1, "k2": 2, "k4": 4}
+#: variant -> (max_staleness or None for the synchronous loop, rollout.weight_sync)
+VARIANTS = {"sync": (None, "auto"), "k1": (1, "auto"), "k2": (2, "auto"), "k4": (4, "auto"),
+            "k1-os": (1, "object_store")}
 
 
-def recipe(steps: int, heldout: int, k: int | None, chunk: int) -> dict:
-    """The benchmark recipe; ``k`` None = synchronous, else async with ``max_staleness`` k."""
+def recipe(steps: int, heldout: int, variant: tuple[int | None, str], chunk: int) -> dict:
+    """The benchmark recipe; ``k`` None = synchronous, else async with ``max_staleness`` k;
+    weights over ``weight_sync``."""
+    k, weight_sync = variant
     algo = {"estimator": "grpo", "clip_low": 0.2, "clip_high": 0.28, "tis_cap": 2.0}
     if k is not None:
         algo.update(async_rollout=True, max_staleness=k, partial_rollout_chunk=chunk)
@@ -51,7 +61,8 @@ def recipe(steps: int, heldout: int, k: int | None, chunk: int) -> dict:
              "generator_kwargs": {"num": heldout, "seed": 0, "split": "eval"},
              "kind": "prompt", "split": "eval"}]},
         "rollout": {"engine": "hf", "num_workers": 2, "num_cpus_per_worker": 1, "n": 4,
-                    "prompts_per_step": 4, "temperature": 0.8, "max_new_tokens": 2 * chunk},
+                    "prompts_per_step": 4, "temperature": 0.8, "max_new_tokens": 2 * chunk,
+                    "weight_sync": weight_sync},
         "reward": {"type": "math", "kwargs": {"format_bonus": 0.1}},
         "learner": {"num_ranks": 1, "num_cpus_per_rank": 1, "zero_stage": 0, "lr": 2.0e-5,
                     "micro_batch_size": 8, "schedule": {"name": "constant"}},
@@ -81,6 +92,9 @@ def run_variant(name: str, data: dict, work: Path) -> dict:
     loop_s = sum(r["time/step_s"] for r in rows)
     return {"name": name, "steps": len(rows), "loop_s": loop_s,
             "steps_per_min": 60 * len(rows) / loop_s, "wall_s": wall,
+            "sync_s": sum(r.get("time/sync", 0.0) for r in rows) / len(rows),
+            "via": "collective" if all(r.get("sync/collective") for r in rows) else
+                   "object store",
             "staleness_max": max(r["staleness"] for r in rows),
             "staleness_mean": sum(r.get("async/staleness_mean", 0.0) for r in rows) / len(rows),
             "dropped": sum(r.get("async/dropped_stale", 0.0) for r in rows),
@@ -101,11 +115,13 @@ def report(results: list[dict], args: argparse.Namespace, load: tuple[str, str])
              f"--heldout {args.heldout}`.", "",
              f"Machine load (`uptime`) at start: {load[0]}; at the end: {load[1]} (2 cores, "
              f"shared: seconds are upper bounds and noisy).", "",
-             "| variant | steps/min | loop s | run wall s | staleness max | staleness mean | "
-             "dropped stale | samples trained | reward mean | held-out acc |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| variant | steps/min | loop s | sync s/step | weights via | run wall s | "
+             "staleness max | staleness mean | dropped stale | samples trained | reward mean | "
+             "held-out acc |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['steps_per_min']:.2f} | {r['loop_s']:.0f} | "
+                     f"{r['sync_s']:.2f} | {r['via']} | "
                      f"{r['wall_s']:.0f} | {r['staleness_max']:.0f} | {r['staleness_mean']:.2f} | "
                      f"{r['dropped']:.0f} | {r['samples']:.0f} | {r['reward']:.3f} | "
                      f"{r['heldout']:.2f} |")

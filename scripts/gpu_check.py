@@ -7,9 +7,12 @@ randomly initialised Llama saved locally (no downloads, no tokenizer: token-id p
 1. ``VLLMEngine`` generation throughput (tokens/s).
 2. Weight sync into vLLM, each verified by teacher-forced log-probs (vLLM ``prompt_logprobs``
    vs the learner's forward on the same tokens): the packed host path (``load_weights``), the
-   colocated CUDA-IPC path (``load_weights_ipc``), and the NCCL broadcast
-   (``init_weight_broadcast`` + ``broadcast_weights``) when a second GPU holds the learner --
-   NCCL refuses two ranks on one device, so with one GPU it is reported as skipped.
+   colocated CUDA-IPC path (``load_weights_ipc``), and the RL loop's own weight group over NCCL
+   when a second GPU holds the learner (``GroupSender``: the learner is rank 0 of an
+   ``actors.collective.WeightGroup`` and broadcasts bucketed weights with ``send_state``; the
+   vLLM worker is rank 1 through ``VLLMEngine.join_weight_group`` / ``receive_weights`` and
+   reloads straight from the NCCL buckets on its GPU) -- NCCL refuses two ranks on one device,
+   so with one GPU it is reported as skipped.
 3. ``--steps`` GRPO-like steps: generate -> dummy reward (share of token ids below vocab/2) ->
    group-normalised advantages -> policy-gradient update of the learner on GPU -> sync.
 4. Adapter-only sync through vLLM's native LoRA support (``scripts/gpu_check_lora.py``): a
@@ -239,8 +242,8 @@ def main() -> int:
                                         temperature=1.0, top_p=1.0, max_new_tokens=32, seed=1,
                                         stop_token_ids=[])
             probe = ([c.prompt_ids for c in probe_out], [c.response_ids for c in probe_out])
-            broadcaster = run_syncs(engine, learner, probe, device, two_gpus)
-            sync = make_step_sync(engine, learner, device, broadcaster)
+            sender = run_syncs(engine, learner, probe, device, two_gpus)
+            sync = make_step_sync(engine, learner, device, sender)
             optimizer = torch.optim.AdamW(learner.parameters(), lr=1e-4)
             for step in range(args.steps):
                 stats = grpo_step(engine, learner, optimizer, step, args, device, sync)
@@ -261,10 +264,44 @@ def main() -> int:
     return 0 if not FAILURES else 1
 
 
+class GroupSender:
+    """The learner side of the RL loop's weight group (``actors.collective``) for this script:
+    rank 0 of a group with the vLLM engine's workers, formed on first use; each ``__call__``
+    broadcasts the learner's weights in buckets while the engine receives in a thread."""
+
+    def __init__(self, engine, learner, device, bucket_mb: float = 64.0) -> None:
+        self.engine, self.learner, self.device = engine, learner, device
+        self.bucket_bytes, self.version, self.group = int(bucket_mb * 2**20), 0, None
+
+    def _form(self) -> None:
+        from actors.collective import WeightGroup
+        from actors.engines.vllm import _run_in_thread
+
+        world = 1 + self.engine.weight_group_ranks
+        self.group = WeightGroup.host("127.0.0.1", world, 1, "nccl", 300.0)
+        joined = _run_in_thread(self.engine.join_weight_group, self.group.spec.as_dict(), 1)
+        self.group.join(self.device)
+        joined.result()
+
+    def __call__(self) -> dict[str, float]:
+        from actors.collective import send_state
+        from actors.engines.vllm import _run_in_thread
+
+        if self.group is None:
+            self._form()
+        self.version += 1
+        received = _run_in_thread(self.engine.receive_weights, self.version)
+        stats = send_state(self.group, self.learner.state_dict().items(),
+                           bucket_bytes=self.bucket_bytes, meta={"version": self.version},
+                           device=self.device)
+        received.result()
+        return stats
+
+
 def run_syncs(engine, learner, probe, device, two_gpus: bool):
     """Step 2: every weight-sync path, each after a change of the learner's weights.
 
-    Returns the NCCL broadcaster (two GPUs) or None.
+    Returns the NCCL weight-group sender (two GPUs) or None.
     """
     verify_sync("packed-host", engine, learner, probe, device,
                 lambda: engine.load_weights(learner.state_dict().items()))
@@ -274,20 +311,19 @@ def run_syncs(engine, learner, probe, device, two_gpus: bool):
     verify_sync("cuda-ipc", engine, learner, probe, device,
                 lambda: engine.load_weights_ipc(learner.state_dict(), device))
     if not two_gpus:
-        log("SKIP sync[nccl]: needs a second GPU for the learner "
+        log("SKIP sync[weight-group-nccl]: needs a second GPU for the learner "
             "(NCCL cannot put two ranks on one device); CUDA IPC covers the colocated case")
         return None
-    broadcaster = engine.init_weight_broadcast("127.0.0.1", free_port(), device)
+    sender = GroupSender(engine, learner, device)
     perturb(learner, 0.02, seed=2)
-    verify_sync("nccl", engine, learner, probe, device,
-                lambda: engine.broadcast_weights(broadcaster, learner.state_dict().items()))
-    return broadcaster
+    verify_sync("weight-group-nccl", engine, learner, probe, device, sender)
+    return sender
 
 
-def make_step_sync(engine, learner, device, broadcaster):
-    """The sync used after each GRPO step: NCCL if set up, else CUDA IPC (host path on CPU)."""
-    if broadcaster is not None:
-        return lambda: engine.broadcast_weights(broadcaster, learner.state_dict().items())
+def make_step_sync(engine, learner, device, sender):
+    """The sync used after each GRPO step: the NCCL weight group if set up, else CUDA IPC."""
+    if sender is not None:
+        return sender
     if device.type == "cuda":
         return lambda: engine.load_weights_ipc(learner.state_dict(), device)
     return lambda: engine.load_weights(learner.state_dict().items())

@@ -8,10 +8,10 @@
 * Weights: ``load_weights`` packs the tensors into ``/dev/shm`` files that every worker
   memory-maps in ``collective_rpc("rlsys_load_packed")`` (``actors.vllm_worker_ext``),
   which calls vLLM's ``reload_weights(..., is_checkpoint_format=True)``; then the prefix cache
-  is reset (cached KV blocks were computed with the old weights). On GPU,
-  ``load_weights_ipc`` (learner on the same GPU, CUDA IPC) or ``init_weight_broadcast`` +
-  ``broadcast_weights`` (learner on another GPU, NCCL; see ``NcclWeightBroadcaster``) avoid the
-  host round trip.
+  is reset (cached KV blocks were computed with the old weights). ``join_weight_group`` +
+  ``receive_weights``: the vLLM workers themselves are members of the RL loop's driver-free
+  weight group and receive learner rank 0's broadcast (gloo on CPU, NCCL GPU to GPU). On one
+  GPU, ``load_weights_ipc`` (learner on the same GPU, CUDA IPC) avoids the host round trip.
 * Scoring: ``score_logprobs`` runs prompt+response as one prompt with ``prompt_logprobs=0``.
 * LoRA (adapter-only syncs, ``lora_sync`` = ``auto|native|merge``): ``native`` starts vLLM with
   ``enable_lora`` and ``load_adapter`` registers each synced adapter (a PEFT directory in a temp
@@ -42,7 +42,7 @@ import torch
 
 from actors.engines.base import LOGPROBS_MODES, check_sampling_args
 from actors.engines.vllm_lora import MERGED, NATIVE, NativeAdapters, plan_lora_sync, vllm_lora_rank
-from actors.weight_sync import pack_state_dict, weight_metadata
+from actors.weight_sync import pack_state_dict
 from rlsys.types import Completion
 
 if TYPE_CHECKING:
@@ -266,33 +266,29 @@ class VLLMEngine:
         self._drop_adapter()
         self._reset_prefix_cache()
 
-    def init_weight_broadcast(self, master_address: str, master_port: int,
-                              device: torch.device | str | int) -> Any:
-        """GPU: build the NCCL group with this engine's workers; return the learner side.
+    # the loop's weight group, joined by the vLLM workers themselves (actors.collective)
+    joins_weight_group = True
 
-        The returned ``NcclWeightBroadcaster`` lives in the calling process (the learner's rank
-        0) and takes NCCL rank 0; the workers join with ranks ``1..tensor_parallel_size``.
-        """
-        from actors.weight_sync import NcclWeightBroadcaster
+    @property
+    def weight_group_ranks(self) -> int:
+        """Members this engine adds to a weight group: one per vLLM worker."""
+        return self.tensor_parallel_size
 
-        world_size = 1 + self.tensor_parallel_size
-        joined = _run_in_thread(self._llm().collective_rpc, "init_weight_update_group",
-                                args=(master_address, master_port, 1, world_size))
-        broadcaster = NcclWeightBroadcaster(master_address, master_port, world_size, device)
-        joined.result()
-        return broadcaster
+    def join_weight_group(self, spec: dict[str, Any], rank_offset: int) -> list[int]:
+        """Every vLLM worker joins the driver-free weight group (``actors.collective``) as
+        rank ``rank_offset + its rank``; blocks until all members joined. Returns the ranks."""
+        return list(self._llm().collective_rpc("rlsys_join_weight_group",
+                                               args=(spec, rank_offset)))
 
-    def broadcast_weights(self, broadcaster: Any,
-                          named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
-        """GPU: send ``named_tensors`` over NCCL (workers receive concurrently); returns bytes."""
-        tensors = list(named_tensors)
-        received = _run_in_thread(self._llm().collective_rpc, "update_weights_from_broadcast",
-                                  args=(weight_metadata(tensors),))
-        sent = broadcaster.broadcast(tensors)
-        received.result()
+    def receive_weights(self, version: int) -> int:
+        """Every vLLM worker receives learner rank 0's broadcast of full weights ``version``
+        and reloads them as the buckets arrive (NCCL: GPU to GPU); then the adapter is dropped
+        and the prefix cache reset, as after ``load_weights``. Returns the tensors loaded by
+        the first worker."""
+        counts = self._llm().collective_rpc("rlsys_receive_weights", args=(version,))
         self._drop_adapter()
         self._reset_prefix_cache()
-        return sent
+        return int(counts[0])
 
     def _llm(self) -> LLM:
         if self.llm is None:

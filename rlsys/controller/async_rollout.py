@@ -233,7 +233,7 @@ class AsyncFeed:
         learner rank 0 broadcasts and the workers stage them (collective), or the driver posts
         them (object store); workers load them at their next chunk or turn boundary."""
         run = self.run
-        transport, backend = run.weight_transport()
+        transport, backend, _ = run.weight_transport(staged=True)
         run.transport = transport
         with timer("sync"):
             if transport == "collective":

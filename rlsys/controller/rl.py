@@ -277,26 +277,32 @@ class RLStage:
                                     "reward": score.value, "error": score.error,
                                     "finish_reason": c.finish_reason}) + "\n")
 
-    def weight_transport(self) -> tuple[str, str | None]:
+    def weight_transport(self, staged: bool = False) -> tuple[str, str | None, bool]:
         """How weights reach the rollout workers, as ``rollout.weight_sync`` resolves
-        (``actors.collective_sync.resolve_weight_sync``): ``("collective", backend)`` -- learner
-        rank 0 broadcasts, never via the driver -- or ``("object_store", None)``."""
+        (``actors.collective_sync.resolve_weight_sync``): ``("collective", backend,
+        into_engine)`` -- learner rank 0 broadcasts, never via the driver; ``into_engine``: full
+        weights go straight into engines that join the group themselves (vLLM workers), not
+        for adapters nor when ``staged`` beside a generation (async) -- or ``("object_store",
+        None, False)``."""
         from actors.collective_sync import resolve_weight_sync
 
         pool = self.rollout  # a real RolloutPool can also sync_collective
-        return resolve_weight_sync(
+        into_engine = not self.policy.lora and not staged and self.rc.engine == "vllm"
+        transport, backend = resolve_weight_sync(
             self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
             rollout_gpus=self.rc.num_gpus_per_worker, engine=self.rc.engine,
+            into_engine=into_engine,
             pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
+        return transport, backend, into_engine and transport == "collective"
 
     def push_weights(self) -> int:
         """Load the policy's weights (LoRA: the adapter only) into every rollout worker now,
         over ``weight_transport()``; returns the pool's new version."""
-        transport, backend = self.weight_transport()
+        transport, backend, into_engine = self.weight_transport()
         self.transport = transport
         pool: Any = self.rollout
         if transport == "collective":
-            return pool.sync_collective(self.policy, backend=backend,
+            return pool.sync_collective(self.policy, backend=backend, into_engine=into_engine,
                                         bucket_bytes=int(self.rc.weight_sync_bucket_mb * 2**20))
         return pool.sync_weights(self.policy.weights_for_sync())
 

