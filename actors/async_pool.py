@@ -34,6 +34,7 @@ class AsyncRolloutMixin:
     handles: list[Any]
     timeout_s: float
     _weights: tuple[Any, int] | None
+    _ipc_sender: Any
     weights_version: int
 
     if TYPE_CHECKING:  # provided by RolloutPool / _Pool
@@ -64,7 +65,7 @@ class AsyncRolloutMixin:
         restarted worker re-joins and gets the same weights and version."""
         version = self.weights_version + 1
         self._collective_for(sender, bucket_bytes, backend).push(version, staged=True)
-        self._weights = (None, version)
+        self._weights, self._ipc_sender = (None, version), None
         return version
 
     def generate_partial_async(self, prompts: Sequence[Any], *, chunk_tokens: int,

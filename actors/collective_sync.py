@@ -30,26 +30,34 @@ WEIGHT_SYNC_MODES = ("auto", "collective", "ipc", "object_store")
 
 def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
                         pool_can_join: bool, engine: str = "hf",
-                        into_engine: bool = False) -> tuple[str, str | None]:
+                        into_engine: bool = False,
+                        staged: bool = False) -> tuple[str, str | None]:
     """``(transport, backend)`` for ``rollout.weight_sync = mode``: ``("collective", "gloo" |
-    "nccl")`` or ``("object_store", None)``.
+    "nccl")``, ``("ipc", None)`` or ``("object_store", None)``.
 
     ``auto`` picks the collective whenever the pool's workers can join one (a real Ray
     ``RolloutPool``): NCCL when learner and rollout workers both hold GPUs and the receiver
     holds the model on its GPU -- the ``hf`` rollout actor itself, or the vLLM workers when
     they join the group ``into_engine`` (full weights, synchronous RL) -- gloo otherwise (a
     vLLM actor receiving an adapter, or staging in async mode, takes it in host memory). It
-    never picks ``ipc`` (colocation on one GPU is not modelled by the recipe);
-    ``ipc`` is refused: on CPU there is no CUDA IPC, and on GPU the colocated path
-    (``actors.weight_sync.cuda_ipc_handles``) is not wired into the loop yet.
+    never picks ``ipc`` (colocation on one GPU is not something it can see): ``ipc`` --
+    learner rank 0 exports CUDA-IPC handles and workers on the same GPU copy from them
+    (``RolloutPool.sync_ipc``) -- must be asked for, needs GPUs on both sides (refused on
+    CPU) and synchronous RL (refused ``staged``, in async mode); a worker on another GPU fails
+    its first sync with an error naming both GPUs.
     """
     if mode not in WEIGHT_SYNC_MODES:
         raise ValueError(f"rollout.weight_sync must be one of {WEIGHT_SYNC_MODES}, got {mode!r}")
     if mode == "ipc":
-        where = "this run is on CPU" if not (learner_gpus and rollout_gpus) else \
-            "the colocated CUDA-IPC path is not wired into the RL loop yet"
-        raise ValueError(f"rollout.weight_sync=ipc needs the learner and rollout workers on one "
-                         f"GPU and {where}; use auto, collective or object_store")
+        if not (learner_gpus and rollout_gpus):
+            raise ValueError("rollout.weight_sync=ipc needs the learner and rollout workers on "
+                             "one GPU (learner.num_gpus_per_rank and rollout.num_gpus_per_worker "
+                             "> 0) and this run is on CPU; use auto, collective or object_store")
+        if staged:
+            raise ValueError("rollout.weight_sync=ipc is synchronous (the worker copies while "
+                             "the learner holds the buffers); async_rollout needs auto, "
+                             "collective or object_store")
+        return "ipc", None
     if mode == "object_store" or (mode == "auto" and not pool_can_join):
         return "object_store", None
     if not pool_can_join:

@@ -176,6 +176,7 @@ class RolloutPool(AsyncRolloutMixin, _Pool):
                   "system_prompt": system_prompt}
         self._weights: tuple[Any, int] | None = None  # (payload ref | None: collective, version)
         self._collective: CollectiveSync | None = None  # driver-free sync (sync_collective)
+        self._ipc_sender: Any = None  # the learner of the last colocated CUDA-IPC sync
         super().__init__(RolloutWorker, num, (engine, model_path), kwargs, num_cpus=num_cpus,
                          num_gpus=num_gpus, timeout_s=timeout_s,
                          placement=placement)
@@ -188,6 +189,9 @@ class RolloutPool(AsyncRolloutMixin, _Pool):
     def _after_restart(self, index: int) -> None:
         if self._weights is not None:
             ref, version = self._weights
+            if ref is None and self._ipc_sender is not None:
+                self.sync_ipc(self._ipc_sender, [index])  # rank 0 exports the weights again
+                return
             if ref is None and self._collective is not None:  # rank 0 re-sends over a new group
                 self._collective.push(version, [index])
                 return
@@ -266,7 +270,23 @@ class RolloutPool(AsyncRolloutMixin, _Pool):
         and version."""
         version = self.weights_version + 1
         self._collective_for(sender, bucket_bytes, backend, into_engine).push(version)
-        self._weights = (None, version)
+        self._weights, self._ipc_sender = (None, version), None
+        return version
+
+    def sync_ipc(self, sender: Any, indices: Sequence[int] | None = None) -> int:
+        """Colocated GPU sync (``rollout.weight_sync: ipc``): learner rank 0 (``sender``,
+        ``rlsys.controller.learners.Learners``) exports its weights as CUDA-IPC handles, every
+        worker on the same GPU copies from them, then rank 0 frees its buffers. Only the
+        handles (bytes) pass through the driver. Returns the new version (``indices``: re-send
+        the current version to those workers only, after a restart)."""
+        version = self.weights_version + (0 if indices is not None else 1)
+        payload = sender.ipc_payload(version)
+        try:
+            for i in range(len(self.handles)) if indices is None else indices:
+                self._get(i, self.handles[i].load_ipc.remote(payload, version), "sync")
+        finally:
+            sender.release_ipc()
+        self._ipc_sender, self._weights = sender, (None, version)
         return version
 
     def _collective_for(self, sender: WeightSender, bucket_bytes: int, backend: str,

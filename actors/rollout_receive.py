@@ -12,6 +12,9 @@ one of two ways.
   (``take_staged``, called by ``RolloutWorker.pull_weights``). Only the newest staged version
   is kept; the engine is only ever touched by the generating thread.
 
+``load_ipc`` is the colocated GPU path (``rollout.weight_sync: ipc``): the learner's rank 0 on
+the same GPU exports CUDA-IPC handles and this worker copies from its buffers.
+
 This module does not form the group or decide when to sync (``actors.collective_sync``), and
 does not move tensors on the wire (``actors.collective``).
 """
@@ -157,4 +160,41 @@ class WeightReceiverMixin:
             self._apply_whole(staged[1], staged[2])
             self.last_load_s = time.perf_counter() - start
             self.weights_version = staged[0]
+        return self.weights_version
+
+    def load_ipc(self, payload: dict[str, Any], version: int) -> int:
+        """``rollout.weight_sync: ipc``: load the weights learner rank 0 exported as CUDA-IPC
+        handles (``Learner.ipc_payload``) on this worker's GPU, which must be the learner's
+        (same UUID; else a clear error). The HF engine copies from the mapped buffers into its
+        model; vLLM's workers map them themselves (``rlsys_load_ipc``); an adapter goes
+        through ``_load_adapter``. Returns ``version``."""
+        from actors.weight_sync import gpu_uuid, open_ipc_handles
+
+        start = time.perf_counter()
+        device = getattr(self.engine, "device", None)
+        if device is None or torch.device(device).type != "cuda":
+            import torch.cuda as cuda
+
+            device = torch.device("cuda", cuda.current_device()) if cuda.is_available() else None
+        if device is None:
+            raise RuntimeError("weight_sync=ipc: this rollout worker sees no GPU")
+        if gpu_uuid(device) != payload["gpu"]:
+            raise RuntimeError(f"weight_sync=ipc: this rollout worker is on GPU "
+                               f"{gpu_uuid(device)}, learner rank 0 on {payload['gpu']}; CUDA "
+                               f"IPC needs both on one GPU (fractional num_gpus so Ray packs "
+                               f"them together) -- use weight_sync: collective otherwise")
+        meta = payload["meta"]
+        if meta.get("lora") is None and self.engine_name == "vllm":
+            self.engine.load_ipc_handles(payload["handles"], payload["index"])
+            self._full, self._full_in_engine = None, True  # only the engine holds them
+        else:
+            named = open_ipc_handles(payload["handles"], payload["index"], device)
+            if meta.get("lora") is not None:
+                self._load_adapter({n: t.clone() for n, t in named}, meta["lora"])
+            else:
+                self.engine.load_weights(named)
+            torch.cuda.synchronize(device)  # copied before the learner frees its buffers
+            del named
+        self.last_load_s = time.perf_counter() - start
+        self.weights_version = int(version)
         return self.weights_version

@@ -64,22 +64,14 @@ class WeightSyncWorkerExtension:
         physical GPU but may number it differently (``CUDA_VISIBLE_DEVICES``). Returns the
         number of tensors loaded.
         """
-        import pickle
-
         import torch
 
-        from actors.weight_sync import views
+        from actors.weight_sync import open_ipc_handles
 
-        flats = {}
-        for dtype_name, blob in handles.items():
-            rebuild, args = pickle.loads(blob)  # produced by our own learner process
-            args = list(args)
-            args[6] = self.device.index  # type: ignore[attr-defined]  # storage_device
-            flats[dtype_name] = rebuild(*args)
-        named = list(views(flats, index))
+        named = open_ipc_handles(handles, index, self.device)  # type: ignore[attr-defined]
         self.model_runner.model.load_weights(weights=named)  # type: ignore[attr-defined]
         torch.cuda.current_stream().synchronize()
-        del named, flats
+        del named
         return len(index)
 
     # ------------------------------------------------------------------ rlsys weight group

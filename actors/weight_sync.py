@@ -176,3 +176,26 @@ def cuda_ipc_handles(state: Mapping[str, torch.Tensor], device: torch.device | s
     flats, index = flatten_state(state, device)
     handles = {name: pickle.dumps(reduce_tensor(flat)) for name, flat in flats.items()}
     return handles, [[n, d, o, list(shape)] for n, d, o, shape in index], flats
+
+
+def gpu_uuid(device: torch.device | str | int) -> str:
+    """The physical GPU's UUID (the same from every process, whatever its device numbering)."""
+    return str(torch.cuda.get_device_properties(torch.device(device)).uuid)
+
+
+def open_ipc_handles(handles: Mapping[str, bytes], index: Iterable[Any],
+                     device: torch.device | str | int) -> list[tuple[str, torch.Tensor]]:
+    """Receiver side of ``cuda_ipc_handles``: map the sender's flat GPU buffers into this
+    process and return ``(name, view)`` per index entry (no copies; copy them into the model
+    before the sender frees its buffers). Each handle's storage device is replaced by
+    ``device``'s index: sender and receiver share the physical GPU but may number it
+    differently (``CUDA_VISIBLE_DEVICES``)."""
+    import pickle
+
+    flats = {}
+    for dtype_name, blob in handles.items():
+        rebuild, args = pickle.loads(blob)  # produced by our own learner process
+        args = list(args)
+        args[6] = torch.device(device).index or 0  # storage_device
+        flats[dtype_name] = rebuild(*args)
+    return list(views(flats, index))

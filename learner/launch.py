@@ -104,6 +104,15 @@ class _GroupMixin:
         rank 0's send statistics."""
         return self.call("send_weights", version, bucket_bytes)[0]
 
+    def ipc_payload(self, version: int) -> dict[str, Any]:
+        """Every rank gathers; rank 0 exports its weights (LoRA: the adapter) as CUDA-IPC
+        handles to GPU buffers it keeps until ``release_ipc`` (colocated rollout workers)."""
+        return self.call("ipc_payload", version)[0]
+
+    def release_ipc(self) -> None:
+        """Rank 0 frees the buffers of the last ``ipc_payload``."""
+        self.call("release_ipc")
+
     def save_checkpoint(
         self, path: str, *, extra_state: dict[str, Any] | None = None, training_state: bool = True
     ) -> None:

@@ -1,6 +1,7 @@
 """The learner's weight-sync methods (a mixin of ``learner.learner.Learner``): gather the
 full state or the LoRA adapter on rank 0, and broadcast it over a driver-free weight group
-(``actors.collective``) to the rollout workers, streaming the full state tensor by tensor.
+(``actors.collective``) to the rollout workers, streaming the full state tensor by tensor, or
+(``rollout.weight_sync: ipc``, a rollout worker on the same GPU) export it as CUDA-IPC handles.
 Every method is called on ALL ranks (the ZeRO-3 gather is collective). It does not decide
 when to sync or which transport a stage uses (``rlsys.controller.rl``).
 """
@@ -108,3 +109,32 @@ class WeightSyncMixin:
             # waiting in a ZeRO-3 gather the others never join
             for _ in named or ():
                 pass
+
+    def ipc_payload(self, version: int, dtype: str | None = None) -> dict[str, Any] | None:
+        """Colocated GPU sync: gather the weights (LoRA: the adapter) on rank 0 into one flat
+        GPU buffer per dtype and return the CUDA-IPC handles to them (``actors.weight_sync
+        .cuda_ipc_handles``), the index, this GPU's UUID and the payload meta (None on other
+        ranks). The buffers stay alive until ``release_ipc``. Call on ALL ranks."""
+        from actors.weight_sync import cuda_ipc_handles, gpu_uuid
+
+        meta: dict[str, Any] = {"version": int(version)}
+        if is_lora(self._engine.module):
+            payload = self.adapter_for_sync(dtype)
+            state = payload[0] if payload is not None else None
+            if payload is not None:
+                meta["lora"] = payload[1]
+        else:
+            state = self.state_dict_for_sync(dtype)
+        if self.rank != 0 or state is None:
+            return None
+        if torch.device(self.device).type != "cuda":
+            raise RuntimeError(f"weight_sync=ipc: learner rank 0 is on {self.device}, not a GPU")
+        self.release_ipc()
+        handles, index, self._ipc_flats = cuda_ipc_handles(state, self.device)
+        torch.cuda.synchronize(self.device)  # the copies land before a receiver reads them
+        return {"handles": handles, "index": index, "gpu": gpu_uuid(self.device), "meta": meta}
+
+    def release_ipc(self) -> None:
+        """Free the flat GPU buffers of the last ``ipc_payload`` (every receiver has copied
+        them). A no-op when there are none."""
+        self._ipc_flats = None

@@ -13,10 +13,10 @@ nothing is downloaded). Steps, each printed with its timing:
    ``compute_advantages`` (GRPO) -> ``Learner.train_policy`` (clip-higher, token-mean) ->
    ``Learner.state_dict_for_sync`` -> ``HFEngine.load_weights``; after each sync the engine's
    teacher-forced log-probs must match the learner's (and must not before the sync).
-4. CUDA-IPC weight sync into another process on the same GPU: ``cuda_ipc_handles`` here, and
-   in a spawned process the real receiving method
-   ``WeightSyncWorkerExtension.rlsys_load_ipc`` on a stand-in worker whose model is an HF copy
-   (vLLM's model is the one part not exercised); the receiver's log-probs must match.
+4. The RL loop's colocated CUDA-IPC weight sync (``rollout.weight_sync: ipc``) into another
+   process on the same GPU: ``Learner.ipc_payload`` here, ``RolloutWorker.load_ipc`` (HF
+   engine) in a spawned process, ``Learner.release_ipc``; the receiver's log-probs must match
+   (vLLM's side, ``rlsys_load_ipc``, is checked by ``scripts/gpu_check.py``).
 
 5. Driver-free weight sync (``scripts/gpu_check_collective.py``): the learner broadcasts
    bucketed weights to an HF engine in a spawned process over NCCL (two GPUs) or gloo (one
@@ -153,66 +153,52 @@ def grpo_step(engine, learner, step: int, args, probe) -> dict[str, float]:
             "train_tok_per_s": round(tokens / (t2 - t1))}
 
 
-class _StandInWorker:
-    """What ``WeightSyncWorkerExtension.rlsys_load_ipc`` reads from a vLLM worker: ``device``
-    and ``model_runner.model.load_weights(weights=...)``; here backed by an ``HFEngine``."""
-
-    def __init__(self, engine) -> None:
-        self.device = engine.device
-        self.model_runner = self
-        self.model = self
-        self._engine = engine
-
-    def load_weights(self, weights) -> None:
-        """Copy the named tensors into the HF model."""
-        self._engine.load_weights(weights)
-
-
-def ipc_receiver(model_dir: str, handles, index, probe_lists, queue) -> None:
-    """Spawned process: load weights through CUDA IPC, return the probe's log-probs."""
-    from actors.engines.hf import HFEngine
-    from actors.vllm_worker_ext import WeightSyncWorkerExtension
+def ipc_receiver(model_dir: str, payload, probe_lists, queue) -> None:
+    """Spawned process: a ``RolloutWorker`` (HF engine on cuda:0) loads the learner's weights
+    through ``load_ipc`` -- what the RL loop runs with ``rollout.weight_sync: ipc`` -- and
+    returns the probe's log-probs."""
+    from actors.rollout import RolloutWorker
 
     try:
-        engine = HFEngine(model_dir, dtype="bfloat16", device="cuda:0")
+        worker = RolloutWorker("hf", model_dir,
+                               engine_kwargs={"dtype": "bfloat16", "device": "cuda:0"})
         start = time.perf_counter()
-        count = WeightSyncWorkerExtension.rlsys_load_ipc(_StandInWorker(engine), handles, index)
+        version = worker.load_ipc(payload, 1)
         seconds = time.perf_counter() - start
-        queue.put(("ok", count, seconds, engine.score_logprobs(*probe_lists)))
+        queue.put(("ok", version, seconds, worker.engine.score_logprobs(*probe_lists)))
     except Exception as exc:  # report to the parent instead of dying silently
         queue.put(("error", repr(exc), 0.0, None))
 
 
 def ipc_sync(learner, model_dir: str, probe) -> None:
-    """Step 4: CUDA-IPC weight sync into another process on the same GPU."""
-    from actors.weight_sync import cuda_ipc_handles
-
+    """Step 4: the loop's colocated CUDA-IPC sync into another process on the same GPU:
+    ``Learner.ipc_payload`` here, ``RolloutWorker.load_ipc`` in a spawned process, then
+    ``Learner.release_ipc``."""
     state = learner.state_dict_for_sync()
     start = time.perf_counter()
-    handles, index, flats = cuda_ipc_handles(state, "cuda:0")
-    torch.cuda.synchronize()
+    payload = learner.ipc_payload(1)
     export_s = time.perf_counter() - start
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=ipc_receiver, args=(model_dir, handles, index, probe[:2], queue))
+    proc = ctx.Process(target=ipc_receiver, args=(model_dir, payload, probe[:2], queue))
     proc.start()
     try:
-        status, count, load_s, logprobs = queue.get(timeout=300)
+        status, version, load_s, logprobs = queue.get(timeout=300)
     except queue_module.Empty:  # the receiver died before reporting (e.g. killed, CUDA init)
-        status, count, load_s, logprobs = (
+        status, version, load_s, logprobs = (
             "error", f"no answer in 300 s, receiver exit code {proc.exitcode}", 0.0, None)
     proc.join(timeout=60)
-    del flats
+    learner.release_ipc()
     if status != "ok":
-        check("sync[cuda-ipc]", False, f"receiver failed: {count}")
+        check("sync[cuda-ipc]", False, f"receiver failed: {version}")
         return
     with torch.no_grad():
         gap = mean_abs_gap(logprobs, learner.forward_logprobs(probe[2]), probe[2])
     nbytes = sum(t.numel() * t.element_size() for t in state.values())
-    check("sync[cuda-ipc]", gap < 0.05 and count == len(state),
-          f"{count} tensors, {nbytes / 1e9:.2f} GB: export {export_s:.3f}s, load "
-          f"{load_s:.3f}s ({nbytes / 1e9 / max(load_s, 1e-9):.1f} GB/s); receiver vs learner "
-          f"log-prob gap {gap:.4f}")
+    check("sync[cuda-ipc]", gap < 0.05 and version == 1,
+          f"{len(payload['index'])} tensors, {nbytes / 1e9:.2f} GB: export {export_s:.3f}s, "
+          f"load {load_s:.3f}s ({nbytes / 1e9 / max(load_s, 1e-9):.1f} GB/s); receiver vs "
+          f"learner log-prob gap {gap:.4f}")
     RESULTS["ipc_load_GB_per_s"] = round(nbytes / 1e9 / max(load_s, 1e-9), 2)
 
 

@@ -290,6 +290,14 @@ class VLLMEngine:
         self._reset_prefix_cache()
         return int(counts[0])
 
+    def load_ipc_handles(self, handles: dict[str, bytes], index: list[Any]) -> None:
+        """GPU, learner on the same GPU: every vLLM worker maps the learner's flat buffers
+        (``actors.weight_sync.cuda_ipc_handles``, exported by the learner's own process) and
+        loads from them; then the adapter is dropped and the prefix cache reset."""
+        self._llm().collective_rpc("rlsys_load_ipc", args=(handles, index))
+        self._drop_adapter()
+        self._reset_prefix_cache()
+
     def _llm(self) -> LLM:
         if self.llm is None:
             raise RuntimeError(f"the vLLM engine of {self.model_path} is closed")

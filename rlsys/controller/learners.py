@@ -200,6 +200,15 @@ class Learners:
         """Every rank gathers, rank 0 broadcasts (the adapter alone with LoRA)."""
         return self.group.send_weights(version, bucket_bytes)
 
+    # the colocated CUDA-IPC sync (rollout.weight_sync: ipc; actors.launch.RolloutPool.sync_ipc)
+    def ipc_payload(self, version: int) -> dict[str, Any]:
+        """Rank 0's CUDA-IPC handles to its gathered weights (the adapter alone with LoRA)."""
+        return self.group.ipc_payload(version)
+
+    def release_ipc(self) -> None:
+        """Rank 0 frees the buffers behind the last ``ipc_payload``."""
+        self.group.release_ipc()
+
     def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
                         training_state: bool = True) -> str:
         """Save an HF dir + training state (atomic) at ``path``; ``training_state=False``

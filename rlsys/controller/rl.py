@@ -100,7 +100,8 @@ class RLStage:
 
         rc = ctx.recipe.rollout  # refuse a weight_sync the hardware cannot do before starting
         resolve_weight_sync(rc.weight_sync, learner_gpus=ctx.recipe.learner.num_gpus_per_rank,
-                            rollout_gpus=rc.num_gpus_per_worker, pool_can_join=True)
+                            rollout_gpus=rc.num_gpus_per_worker, pool_can_join=True,
+                            staged=algo.async_rollout)
         pad_id = load_tokenizer(model_path).pad_token_id
         updates = stage.steps * algo.ppo_epochs * algo.num_minibatches
         lora = stage_lora(ctx.recipe, stage)
@@ -291,7 +292,7 @@ class RLStage:
         transport, backend = resolve_weight_sync(
             self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
             rollout_gpus=self.rc.num_gpus_per_worker, engine=self.rc.engine,
-            into_engine=into_engine,
+            into_engine=into_engine, staged=staged,
             pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
         return transport, backend, into_engine and transport == "collective"
 
@@ -304,6 +305,8 @@ class RLStage:
         if transport == "collective":
             return pool.sync_collective(self.policy, backend=backend, into_engine=into_engine,
                                         bucket_bytes=int(self.rc.weight_sync_bucket_mb * 2**20))
+        if transport == "ipc":  # a colocated learner: CUDA-IPC handles, the GPU buffers shared
+            return pool.sync_ipc(self.policy)
         return pool.sync_weights(self.policy.weights_for_sync())
 
     def sync(self, timer: PhaseTimer) -> None:

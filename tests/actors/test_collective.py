@@ -101,7 +101,12 @@ def test_weight_sync_modes_resolve_per_hardware():
     assert resolve_weight_sync("auto", pool_can_join=True, **cpu) == ("collective", "gloo")
     assert resolve_weight_sync("auto", pool_can_join=True, **gpu) == ("collective", "nccl")
     assert resolve_weight_sync("auto", pool_can_join=True, engine="vllm", **gpu) == \
-        ("collective", "gloo")  # vLLM's GPU workers are not the actor: host memory
+        ("collective", "gloo")  # the vLLM actor receives (an adapter, async): host memory
+    assert resolve_weight_sync("auto", pool_can_join=True, engine="vllm", into_engine=True,
+                               **gpu) == ("collective", "nccl")  # the vLLM workers receive
+    assert resolve_weight_sync("ipc", pool_can_join=True, engine="vllm", **gpu) == ("ipc", None)
+    with pytest.raises(ValueError, match="weight_sync=ipc is synchronous"):
+        resolve_weight_sync("ipc", pool_can_join=True, staged=True, **gpu)
     assert resolve_weight_sync("auto", pool_can_join=False, **gpu) == ("object_store", None)
     assert resolve_weight_sync("collective", pool_can_join=True, learner_gpus=1.0,
                                rollout_gpus=0.0) == ("collective", "gloo")

@@ -200,3 +200,36 @@ def test_collective_sync_into_a_vllm_engine_equals_the_object_store(learner, tin
         assert ray.get(pool.handles[0].ping.remote())["weights_version"] == 4
     finally:
         pool.close()
+
+
+class _IpcSender:
+    """A learner side of ``RolloutPool.sync_ipc`` that counts ``release_ipc`` calls."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def ipc_payload(self, version: int) -> dict:
+        return {"handles": {}, "index": [], "gpu": "GPU-learner", "meta": {"version": version}}
+
+    def release_ipc(self) -> None:
+        self.released += 1
+
+
+def test_ipc_sync_off_the_gpu_names_the_worker_and_frees_the_learner_buffers(learner,
+                                                                             tiny_model):
+    """``weight_sync: ipc`` on CPU (only its refusals run here; the GPU path is in
+    ``scripts/gpu_check_core.py``): the learner refuses to export, a worker without a GPU
+    fails its sync with a ``WorkerError`` naming it, and rank 0's buffers are freed anyway."""
+    from actors.errors import WorkerError
+
+    with pytest.raises(Exception, match="weight_sync=ipc: learner rank 0 is on cpu, not a GPU"):
+        learner.ipc_payload(1)
+    pool = _pool(tiny_model, 1)
+    try:
+        sender = _IpcSender()
+        with pytest.raises(WorkerError, match="rollout worker 0 .* during .sync.: RuntimeError: "
+                                              "weight_sync=ipc: this rollout worker sees no GPU"):
+            pool.sync_ipc(sender)
+        assert sender.released == 1 and pool.weights_version == 0
+    finally:
+        pool.close()
