@@ -28,26 +28,46 @@ from actors.rollout_receive import WEIGHTS_GROUP
 WEIGHT_SYNC_MODES = ("auto", "collective", "ipc", "object_store")
 
 
+#: how many rollout workers share learner rank 0's GPU (``colocation``)
+COLOCATION = ("none", "some", "all")
+
+
+def colocation(learner_gpu: str | None, worker_gpus: Sequence[str | None]) -> str:
+    """``"all"`` when every rollout worker is on learner rank 0's GPU (same UUID), ``"some"``
+    when a few are, ``"none"`` otherwise (or without GPUs).
+
+    >>> colocation("GPU-a", ["GPU-a", "GPU-b"])
+    'some'
+    """
+    if learner_gpu is None or not worker_gpus:
+        return "none"
+    same = [g == learner_gpu for g in worker_gpus]
+    return "all" if all(same) else "some" if any(same) else "none"
+
+
 def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
                         pool_can_join: bool, engine: str = "hf",
-                        into_engine: bool = False,
-                        staged: bool = False) -> tuple[str, str | None]:
+                        into_engine: bool = False, staged: bool = False,
+                        colocated: str = "none") -> tuple[str, str | None]:
     """``(transport, backend)`` for ``rollout.weight_sync = mode``: ``("collective", "gloo" |
     "nccl")``, ``("ipc", None)`` or ``("object_store", None)``.
 
-    ``auto`` picks the collective whenever the pool's workers can join one (a real Ray
-    ``RolloutPool``): NCCL when learner and rollout workers both hold GPUs and the receiver
-    holds the model on its GPU -- the ``hf`` rollout actor itself, or the vLLM workers when
-    they join the group ``into_engine`` (full weights, synchronous RL) -- gloo otherwise (a
-    vLLM actor receiving an adapter, or staging in async mode, takes it in host memory). It
-    never picks ``ipc`` (colocation on one GPU is not something it can see): ``ipc`` --
-    learner rank 0 exports CUDA-IPC handles and workers on the same GPU copy from them
-    (``RolloutPool.sync_ipc``) -- must be asked for, needs GPUs on both sides (refused on
-    CPU) and synchronous RL (refused ``staged``, in async mode); a worker on another GPU fails
+    ``auto`` picks per hardware. Every rollout worker on learner rank 0's GPU (``colocated``
+    ``"all"``, from ``colocation``): ``ipc`` -- rank 0 exports CUDA-IPC handles and the workers
+    copy from them (``RolloutPool.sync_ipc``) -- in synchronous RL. Otherwise the collective
+    whenever the pool's workers can join one (a real Ray ``RolloutPool``): NCCL when learner
+    and rollout workers hold GPUs, none of them shares rank 0's GPU (NCCL refuses two ranks on
+    one device) and the receiver holds the model on its GPU -- the ``hf`` rollout actor, or
+    the vLLM workers when they join the group ``into_engine`` (full weights, synchronous RL);
+    gloo otherwise (a vLLM actor receiving an adapter, or staging in async mode, takes it in
+    host memory; a GPU shared with rank 0). ``ipc`` asked for needs GPUs on both sides
+    (refused on CPU) and synchronous RL (refused ``staged``); a worker on another GPU fails
     its first sync with an error naming both GPUs.
     """
     if mode not in WEIGHT_SYNC_MODES:
         raise ValueError(f"rollout.weight_sync must be one of {WEIGHT_SYNC_MODES}, got {mode!r}")
+    if colocated not in COLOCATION:
+        raise ValueError(f"colocated must be one of {COLOCATION}, got {colocated!r}")
     if mode == "ipc":
         if not (learner_gpus and rollout_gpus):
             raise ValueError("rollout.weight_sync=ipc needs the learner and rollout workers on "
@@ -58,12 +78,15 @@ def resolve_weight_sync(mode: str, *, learner_gpus: float, rollout_gpus: float,
                              "the learner holds the buffers); async_rollout needs auto, "
                              "collective or object_store")
         return "ipc", None
+    if mode == "auto" and colocated == "all" and not staged and learner_gpus and rollout_gpus:
+        return "ipc", None
     if mode == "object_store" or (mode == "auto" and not pool_can_join):
         return "object_store", None
     if not pool_can_join:
         raise ValueError("rollout.weight_sync=collective needs a Ray RolloutPool whose workers "
                          "can join a weight group (this pool has no sync_collective)")
-    on_gpu = bool(learner_gpus and rollout_gpus) and (engine == "hf" or into_engine)
+    on_gpu = bool(learner_gpus and rollout_gpus) and (engine == "hf" or into_engine) and \
+        colocated == "none"
     return "collective", "nccl" if on_gpu else "gloo"
 
 

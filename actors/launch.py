@@ -273,6 +273,10 @@ class RolloutPool(AsyncRolloutMixin, _Pool):
         self._weights, self._ipc_sender = (None, version), None
         return version
 
+    def gpu_uuids(self) -> list[str | None]:
+        """Each worker's GPU UUID (None on CPU), in worker order."""
+        return [self._get(i, h.gpu_uuid.remote(), "start") for i, h in enumerate(self.handles)]
+
     def sync_ipc(self, sender: Any, indices: Sequence[int] | None = None) -> int:
         """Colocated GPU sync (``rollout.weight_sync: ipc``): learner rank 0 (``sender``,
         ``rlsys.controller.learners.Learners``) exports its weights as CUDA-IPC handles, every

@@ -162,6 +162,24 @@ class WeightReceiverMixin:
             self.weights_version = staged[0]
         return self.weights_version
 
+    def _cuda_device(self) -> torch.device | None:
+        """The GPU this worker's engine runs on: the HF engine's device, else (vLLM, whose
+        workers share the actor's GPU) the actor's current CUDA device; None without one."""
+        device = getattr(self.engine, "device", None)
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.device(device)
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return None
+
+    def gpu_uuid(self) -> str | None:
+        """The UUID of this worker's GPU (None on CPU); ``auto`` weight sync compares it with
+        learner rank 0's."""
+        from actors.weight_sync import gpu_uuid
+
+        device = self._cuda_device()
+        return gpu_uuid(device) if device is not None else None
+
     def load_ipc(self, payload: dict[str, Any], version: int) -> int:
         """``rollout.weight_sync: ipc``: load the weights learner rank 0 exported as CUDA-IPC
         handles (``Learner.ipc_payload``) on this worker's GPU, which must be the learner's
@@ -171,11 +189,7 @@ class WeightReceiverMixin:
         from actors.weight_sync import gpu_uuid, open_ipc_handles
 
         start = time.perf_counter()
-        device = getattr(self.engine, "device", None)
-        if device is None or torch.device(device).type != "cuda":
-            import torch.cuda as cuda
-
-            device = torch.device("cuda", cuda.current_device()) if cuda.is_available() else None
+        device = self._cuda_device()
         if device is None:
             raise RuntimeError("weight_sync=ipc: this rollout worker sees no GPU")
         if gpu_uuid(device) != payload["gpu"]:

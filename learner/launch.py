@@ -113,6 +113,10 @@ class _GroupMixin:
         """Rank 0 frees the buffers of the last ``ipc_payload``."""
         self.call("release_ipc")
 
+    def gpu_uuid(self) -> str | None:
+        """Rank 0's GPU UUID (None on CPU)."""
+        return self.call("gpu_uuid")[0]
+
     def save_checkpoint(
         self, path: str, *, extra_state: dict[str, Any] | None = None, training_state: bool = True
     ) -> None:

@@ -138,3 +138,10 @@ class WeightSyncMixin:
         """Free the flat GPU buffers of the last ``ipc_payload`` (every receiver has copied
         them). A no-op when there are none."""
         self._ipc_flats = None
+
+    def gpu_uuid(self) -> str | None:
+        """This rank's GPU UUID (None on CPU): ``auto`` weight sync compares rank 0's with the
+        rollout workers' to find a learner colocated with them."""
+        from actors.weight_sync import gpu_uuid
+
+        return gpu_uuid(self.device) if torch.device(self.device).type == "cuda" else None

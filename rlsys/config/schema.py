@@ -154,7 +154,8 @@ class RolloutConfig(Strict):
         default="auto", description="How learner weights reach the workers: collective = "
         "learner rank 0 broadcasts buckets (gloo on CPU, NCCL on GPU), never via the driver; "
         "object_store = through the driver and Ray's object store; ipc = CUDA IPC (colocated "
-        "GPU only); auto = collective (README: Weight sync).")
+        "GPU only); auto = ipc when every rollout worker shares learner rank 0's GPU, else "
+        "collective (README: Weight sync).")
     weight_sync_bucket_mb: float = Field(
         default=256.0, gt=0, description="Bucket size of a collective weight sync (MB): the "
         "sender's extra memory.")

@@ -209,6 +209,10 @@ class Learners:
         """Rank 0 frees the buffers behind the last ``ipc_payload``."""
         self.group.release_ipc()
 
+    def gpu_uuid(self) -> str | None:
+        """Rank 0's GPU UUID (None on CPU): where a colocated rollout worker would be."""
+        return self.group.gpu_uuid()
+
     def save_checkpoint(self, path: str, extra_state: dict[str, Any], *,
                         training_state: bool = True) -> str:
         """Save an HF dir + training state (atomic) at ``path``; ``training_state=False``

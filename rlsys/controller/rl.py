@@ -83,6 +83,7 @@ class RLStage:
                                       seed=ctx.recipe.seed)
         self.sampler_before_prefetch: dict[str, Any] | None = None
         self.transport = "object_store"  # how the last push went (``push_weights``)
+        self._colocated: str | None = None  # workers on rank 0's GPU (``colocated``)
         self.dir = ctx.stage_dir(stage.name)
         self.step = self._resume()
         self.logger = stage_logger(ctx, stage, start_step=self.step)
@@ -292,9 +293,23 @@ class RLStage:
         transport, backend = resolve_weight_sync(
             self.rc.weight_sync, learner_gpus=self.recipe.learner.num_gpus_per_rank,
             rollout_gpus=self.rc.num_gpus_per_worker, engine=self.rc.engine,
-            into_engine=into_engine, staged=staged,
+            into_engine=into_engine, staged=staged, colocated=self.colocated(),
             pool_can_join=hasattr(pool, "sync_collective") and hasattr(self.policy, "send_weights"))
         return transport, backend, into_engine and transport == "collective"
+
+    def colocated(self) -> str:
+        """How many rollout workers share learner rank 0's GPU (``actors.collective_sync
+        .colocation``), asked once per stage and only when both sides hold GPUs."""
+        if self._colocated is None:
+            from actors.collective_sync import colocation
+
+            pool: Any = self.rollout  # a real RolloutPool / Learners answer gpu_uuid(s)
+            policy: Any = self.policy
+            on_gpus = self.recipe.learner.num_gpus_per_rank and self.rc.num_gpus_per_worker
+            self._colocated = colocation(policy.gpu_uuid(), pool.gpu_uuids()) \
+                if on_gpus and hasattr(pool, "gpu_uuids") and hasattr(policy, "gpu_uuid") \
+                else "none"
+        return self._colocated
 
     def push_weights(self) -> int:
         """Load the policy's weights (LoRA: the adapter only) into every rollout worker now,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from actors.collective import CollectiveError, GroupSpec, WeightGroup, receive_state, send_state
-from actors.collective_sync import resolve_weight_sync
+from actors.collective_sync import colocation, resolve_weight_sync
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -107,6 +107,19 @@ def test_weight_sync_modes_resolve_per_hardware():
     assert resolve_weight_sync("ipc", pool_can_join=True, engine="vllm", **gpu) == ("ipc", None)
     with pytest.raises(ValueError, match="weight_sync=ipc is synchronous"):
         resolve_weight_sync("ipc", pool_can_join=True, staged=True, **gpu)
+    # auto sees colocation: every worker on rank 0's GPU -> CUDA IPC (sync) / gloo (async,
+    # and whenever any worker shares rank 0's GPU: NCCL refuses two ranks on one device)
+    assert resolve_weight_sync("auto", pool_can_join=True, colocated="all", **gpu) == \
+        ("ipc", None)
+    assert resolve_weight_sync("auto", pool_can_join=True, colocated="all", staged=True,
+                               **gpu) == ("collective", "gloo")
+    assert resolve_weight_sync("collective", pool_can_join=True, colocated="some", **gpu) == \
+        ("collective", "gloo")
+    assert resolve_weight_sync("auto", pool_can_join=True, colocated="all", **cpu) == \
+        ("collective", "gloo")
+    with pytest.raises(ValueError, match="colocated must be one of"):
+        resolve_weight_sync("auto", pool_can_join=True, colocated="yes", **gpu)
+
     assert resolve_weight_sync("auto", pool_can_join=False, **gpu) == ("object_store", None)
     assert resolve_weight_sync("collective", pool_can_join=True, learner_gpus=1.0,
                                rollout_gpus=0.0) == ("collective", "gloo")
@@ -118,3 +131,10 @@ def test_weight_sync_modes_resolve_per_hardware():
         resolve_weight_sync("collective", pool_can_join=False, **cpu)
     with pytest.raises(ValueError, match="must be one of"):
         resolve_weight_sync("rdma", pool_can_join=True, **cpu)
+
+
+def test_colocation_compares_gpu_uuids():
+    assert colocation("GPU-a", ["GPU-a", "GPU-a"]) == "all"
+    assert colocation("GPU-a", ["GPU-a", "GPU-b"]) == "some"
+    assert colocation("GPU-a", ["GPU-b", None]) == "none"
+    assert colocation(None, [None]) == "none" and colocation("GPU-a", []) == "none"

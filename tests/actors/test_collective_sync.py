@@ -224,8 +224,10 @@ def test_ipc_sync_off_the_gpu_names_the_worker_and_frees_the_learner_buffers(lea
 
     with pytest.raises(Exception, match="weight_sync=ipc: learner rank 0 is on cpu, not a GPU"):
         learner.ipc_payload(1)
+    assert learner.gpu_uuid() is None  # auto weight sync: no colocation on CPU
     pool = _pool(tiny_model, 1)
     try:
+        assert pool.gpu_uuids() == [None]
         sender = _IpcSender()
         with pytest.raises(WorkerError, match="rollout worker 0 .* during .sync.: RuntimeError: "
                                               "weight_sync=ipc: this rollout worker sees no GPU"):
