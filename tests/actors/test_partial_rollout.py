@@ -43,6 +43,16 @@ def _perturbed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state.items()}
 
 
+def _new_then_old_logprobs(worker, completions, original):
+    """Teacher-forced log-probs of the completions under the worker's current (new) weights,
+    then under ``original`` (loaded back as version 0)."""
+    prompt_ids = [c.prompt_ids for c in completions]
+    response_ids = [c.response_ids for c in completions]
+    under_new = worker.score_logprobs(prompt_ids, response_ids)
+    worker.update_weights(original, 0)
+    return under_new, worker.score_logprobs(prompt_ids, response_ids)
+
+
 def test_tokens_after_an_update_carry_the_new_version_and_its_logprobs(worker):
     original = {k: v.clone() for k, v in worker.engine.state_dict().items()}
     new = _perturbed(original)
@@ -58,11 +68,7 @@ def test_tokens_after_an_update_carry_the_new_version_and_its_logprobs(worker):
         k = len(c.response_ids)
         assert len(c.logprobs) == k and c.token_versions == [0] * min(k, CHUNK) + [1] * (k - CHUNK)
         assert c.finish_reason == ("length" if k == MAX_NEW else "stop")
-    prompt_ids = [c.prompt_ids for c in longs]
-    response_ids = [c.response_ids for c in longs]
-    under_new = worker.score_logprobs(prompt_ids, response_ids)
-    worker.update_weights(original, 0)
-    under_old = worker.score_logprobs(prompt_ids, response_ids)
+    under_new, under_old = _new_then_old_logprobs(worker, longs, original)
     for c, lp_new, lp_old in zip(longs, under_new, under_old, strict=True):
         got = torch.tensor(c.logprobs)
         want = torch.tensor(lp_old[:CHUNK] + lp_new[CHUNK:])
@@ -118,11 +124,7 @@ def test_async_episodes_load_new_weights_between_turns(worker):
     out = worker.run_episodes_partial([{"q": "count"}], weights_source=source, env=env, n=2,
                                       temperature=1.0, seed=3, stop_token_ids=[])
     assert worker.weights_version == 1 and len(source.calls) == 3
-    prompt_ids = [c.prompt_ids for c in out]
-    response_ids = [c.response_ids for c in out]
-    under_new = worker.score_logprobs(prompt_ids, response_ids)
-    worker.update_weights(original, 0)
-    under_old = worker.score_logprobs(prompt_ids, response_ids)
+    under_new, under_old = _new_then_old_logprobs(worker, out, original)
     for c, lp_new, lp_old in zip(out, under_new, under_old, strict=True):
         assert c.trajectory["num_turns"] == 3
         versions = c.token_versions
