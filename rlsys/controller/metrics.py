@@ -113,9 +113,10 @@ def stage_logger(ctx: RunContext, stage: StageConfig, *, start_step: int = 0) ->
                          start_step=start_step, trackers=lg.trackers, tracking=spec)
 
 
-def truncate_stage(path: str | Path, stage: str, after_step: int) -> int:
+def truncate_stage(path: str | Path, stage: str | None, after_step: int) -> int:
     """Drop the rows of ``stage`` with ``step > after_step`` (and torn lines) from the metrics
-    file at ``path``; other stages' rows stay byte for byte. Atomic (a temp file replaces the
+    file at ``path``; other stages' rows stay byte for byte. ``stage`` None: a file whose rows
+    name no stage (a stage's own ``samples.jsonl``). Atomic (a temp file replaces the
     original), so a crash leaves either the old or the new file. Returns the rows dropped."""
     p = Path(path)
     if not p.exists():

@@ -39,7 +39,7 @@ from rlsys.controller.experience import (
 )
 from rlsys.controller.generation import RewardPoolLike, RolloutPoolLike, reward_items
 from rlsys.controller.learners import LearnerGroupLike, Learners, split_rows, stage_lora
-from rlsys.controller.metrics import plot_curves, stage_logger
+from rlsys.controller.metrics import plot_curves, stage_logger, truncate_stage
 from rlsys.controller.phases import PhaseTimer
 from rlsys.controller.rl_batch import Batch, batch_metrics, policy_loss_spec, step_seed
 from rlsys.controller.trajectories import episode_score, trajectory_row
@@ -86,6 +86,8 @@ class RLStage:
         self._colocated: str | None = None  # workers on rank 0's GPU (``colocated``)
         self.dir = ctx.stage_dir(stage.name)
         self.step = self._resume()
+        # steps replayed after a resume are logged again: their earlier samples go
+        truncate_stage(self.dir / "samples.jsonl", None, self.step)
         self.logger = stage_logger(ctx, stage, start_step=self.step)
         # the pool's weight version, not 0: the pool outlives stages and _resume syncs it
         self.version = self.rollout.weights_version

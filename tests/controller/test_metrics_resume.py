@@ -33,6 +33,15 @@ def test_truncate_stage_drops_later_rows_of_that_stage_only(tmp_path):
     assert truncate_stage(tmp_path / "missing.jsonl", "sft", 0) == 0
 
 
+def test_truncate_without_a_stage_drops_later_steps_of_a_samples_file(tmp_path):
+    """A stage's ``samples.jsonl`` (rows name no stage): a resume at step 2 drops what the
+    killed run logged for step 3, so the replayed step 3 is there once."""
+    path = tmp_path / "samples.jsonl"
+    _write_rows(path, [{"step": s, "prompt": f"p{s}-{i}"} for s in (1, 2, 3) for i in (0, 1)])
+    assert truncate_stage(path, None, 2) == 2
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 1, 2, 2]
+
+
 def test_truncate_stage_at_zero_drops_the_whole_stage(tmp_path):
     """A stage restarted without a checkpoint replays from step 1: its old rows all go."""
     path = tmp_path / "metrics.jsonl"
