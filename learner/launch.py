@@ -32,6 +32,9 @@ from learner.errors import LearnerCallError, LearnerLostError
 from learner.learner import Learner
 from rlsys.placement import describe, node_address, placement_line, placement_options, probe_node
 
+#: seconds a rank's collective error waits for Ray to report a dead peer (``_wait``)
+_PEER_GRACE_S = 5.0
+
 __all__ = ["InProcessLearnerGroup", "LearnerCallError", "LearnerGroup", "LearnerLostError",
            "shard"]
 
@@ -266,7 +269,9 @@ class LearnerGroup(_GroupMixin):
 
     def _wait(self, method: str, refs: list[Any], timeout_s: float) -> list[Any]:
         """Collect results in rank order; the first failing rank is reported at once (the others
-        are usually stuck in a collective waiting for it)."""
+        are usually stuck in a collective waiting for it) -- except that a rank's own error
+        waits up to ``_PEER_GRACE_S`` for Ray to report a dead peer, whose death it usually is
+        (a collective's "connection reset"): then the dead rank is reported."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -287,18 +292,45 @@ class LearnerGroup(_GroupMixin):
                 try:
                     results[rank] = ray.get(ref)
                 except RayActorError as err:  # the process died / is gone
-                    pid = self.workers[rank].get("pid") or _pid_in(str(err))
-                    raise LearnerLostError(
-                        f"learner rank {rank} (pid {pid or '?'}) died in {method}: "
-                        f"{_death_reason(err)}; {self._logs_text([rank])}",
-                        ranks=[rank], method=method, logs=self._logs([rank])) from err
+                    raise self._lost(rank, method, err) from err
                 except Exception as err:
+                    # a peer's death often surfaces first as this rank's collective error
+                    # (connection reset): give Ray a moment to report a dead rank instead
+                    lost = self._dead_peer(method, pending, rank_of,
+                                           min(_PEER_GRACE_S, max(deadline - time.monotonic(), 0)))
+                    if lost is not None:
+                        raise lost from err
                     cause = getattr(err, "cause", None) or err  # the rank's own exception
                     raise LearnerCallError(
                         f"learner rank {rank} failed in {method}: "
                         f"{type(cause).__name__}: {cause}"
                     ) from err
         return [results[rank] for rank in range(len(refs))]
+
+    def _lost(self, rank: int, method: str, err: BaseException) -> LearnerLostError:
+        pid = self.workers[rank].get("pid") or _pid_in(str(err))
+        return LearnerLostError(
+            f"learner rank {rank} (pid {pid or '?'}) died in {method}: "
+            f"{_death_reason(err)}; {self._logs_text([rank])}",
+            ranks=[rank], method=method, logs=self._logs([rank]))
+
+    def _dead_peer(self, method: str, pending: list[Any], rank_of: dict[Any, int],
+                   grace_s: float) -> LearnerLostError | None:
+        """Within ``grace_s``, the ``LearnerLostError`` of a pending rank that died, if any."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        if not pending:
+            return None
+        done, _ = ray.wait(pending, num_returns=len(pending), timeout=grace_s)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except RayActorError as err:
+                return self._lost(rank_of[ref], method, err)
+            except Exception:  # noqa: BLE001 - another rank's own error: not a death
+                continue
+        return None
 
     def _logs(self, ranks: list[int]) -> list[str]:
         return [log for rank in ranks for log in self.workers[rank].get("logs", [])]
